@@ -1,0 +1,1 @@
+"""Index state, chunks and keyword postings (filled in by the intelligence work)."""

@@ -1,0 +1,30 @@
+"""API v1 routes. Resource URLs, one view per resource (STYLE rule 7)."""
+from __future__ import annotations
+
+from django.urls import path
+
+from agents import api as accounts
+from workspace.api import events, files, workspaces
+
+WS = "workspaces/<str:ws>"
+
+urlpatterns = [
+    path("health", events.HealthView.as_view(), name="health"),
+    path("me", accounts.MeView.as_view(), name="me"),
+    path("agents", accounts.AgentsView.as_view(), name="agents"),
+    path("tokens", accounts.TokensView.as_view(), name="tokens"),
+    path("tokens/<str:token_id>", accounts.TokenDetailView.as_view(), name="token"),
+    path("workspaces", workspaces.WorkspacesView.as_view(), name="workspaces"),
+    path(f"{WS}", workspaces.WorkspaceDetailView.as_view(), name="workspace"),
+    path(f"{WS}/members", workspaces.MembersView.as_view(), name="members"),
+    path(f"{WS}/members/<str:username>", workspaces.MemberView.as_view(), name="member"),
+    path(f"{WS}/rules", workspaces.RulesView.as_view(), name="rules"),
+    path(f"{WS}/rules/<path:prefix>", workspaces.RuleView.as_view(), name="rule"),
+    path(f"{WS}/layout", workspaces.LayoutView.as_view(), name="layout"),
+    path(f"{WS}/files/<path:path>", files.FileView.as_view(), name="file"),
+    path(f"{WS}/tree", files.TreeView.as_view(), name="tree"),
+    path(f"{WS}/history/<path:path>", files.HistoryView.as_view(), name="history"),
+    path(f"{WS}/diff/<path:path>", files.DiffView.as_view(), name="diff"),
+    path(f"{WS}/moves", files.MovesView.as_view(), name="moves"),
+    path(f"{WS}/events", events.EventsView.as_view(), name="events"),
+]

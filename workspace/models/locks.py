@@ -1,0 +1,4 @@
+"""Locks and fencing tokens (see workspace/services/locks.py)."""
+from __future__ import annotations
+
+__all__: list[str] = []

@@ -1,0 +1,63 @@
+"""Workspace paths: the one validator every entry point uses (API.md, "Files")."""
+from __future__ import annotations
+
+import unicodedata
+
+from workspace.errors import Invalid
+
+MAX_PATH_BYTES = 1024
+
+
+def _invalid(message: str, path: str) -> Invalid:
+    return Invalid("invalid_path", message, path=path[:200])
+
+
+def validate_path(path: str, *, directory: bool = False) -> str:
+    """Return `path` if it is a valid file path (or, with `directory`, a prefix ending in '/').
+
+    Relative, '/'-separated, NFC, at most 1024 bytes, no '..', '.' or empty segments, no NUL or
+    control characters, no backslash. Nothing is normalised silently: a path that would change
+    under normalisation is refused, so two spellings can never name one file.
+    """
+    if not isinstance(path, str) or path == "":
+        raise _invalid("A path must be a non-empty string.", str(path))
+    if path.startswith("/"):
+        raise _invalid("A path is relative: it must not start with '/'.", path)
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in path):
+        raise _invalid("A path must not contain NUL or control characters.", path)
+    if "\\" in path:
+        raise _invalid("A path uses '/' as its separator; backslashes are not allowed.", path)
+    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in path):
+        raise _invalid("A path must be valid UTF-8.", path)
+    if unicodedata.normalize("NFC", path) != path:
+        raise _invalid("A path must be in Unicode NFC form.", path)
+    if len(path.encode("utf-8")) > MAX_PATH_BYTES:
+        raise _invalid(f"A path is at most {MAX_PATH_BYTES} bytes of UTF-8.", path)
+    body = path
+    if directory:
+        if not path.endswith("/"):
+            raise _invalid("A directory prefix ends with '/'.", path)
+        body = path[:-1]
+    elif path.endswith("/"):
+        raise _invalid("A file path must not end with '/'.", path)
+    for segment in body.split("/"):
+        if segment == "":
+            raise _invalid("A path must not contain empty segments ('//').", path)
+        if segment in {".", ".."}:
+            raise _invalid("A path must not contain '.' or '..' segments.", path)
+        if segment != segment.strip() and segment.strip() == "":
+            raise _invalid("A path segment must not be blank.", path)
+    return path
+
+
+def validate_prefix(prefix: str) -> str:
+    """A directory prefix; 'research' is read as 'research/'. '' means the whole workspace."""
+    if prefix in ("", None):
+        return ""
+    if not prefix.endswith("/"):
+        prefix = prefix + "/"
+    return validate_path(prefix, directory=True)
+
+
+def under(path: str, prefix: str) -> bool:
+    return prefix == "" or path.startswith(prefix)

@@ -1,0 +1,94 @@
+"""The event log: every change records an event in its own transaction.
+
+The sequence number is taken from a counter on the workspace row inside the same transaction,
+so the per-workspace sequence is gap-free and in commit order. After commit the event goes to
+the channel layer (browsers, WebSocket clients) and to the listeners in `workspace.hooks`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from workspace import hooks
+from workspace.models import Event
+
+log = logging.getLogger(__name__)
+
+
+def next_counter(*, workspace_id: str, column: str) -> int:
+    """Advance a workspace counter (`event_seq` or `lock_seq`) and return the new value.
+
+    Must run inside the caller's transaction; the row lock this takes serialises the
+    workspace's writers until commit, which is what keeps sequences gap-free and ordered.
+    """
+    assert column in {"event_seq", "lock_seq"}
+    assert transaction.get_connection().in_atomic_block, "counters advance inside a transaction"
+    table = connection.ops.quote_name("workspace_workspace")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {column} = {column} + 1 WHERE id = %s RETURNING {column}",  # noqa: S608
+            [workspace_id],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise LookupError(workspace_id)
+    return int(row[0])
+
+
+def event_record(*, workspace_id: str, type: str, actor: Any = None, target: str = "",
+                 data: dict[str, Any] | None = None) -> Event:
+    """Record an event in the current transaction and publish it once that commits."""
+    on_behalf_of = getattr(actor, "on_behalf_of", None) if actor is not None else None
+    event = Event.objects.create(
+        workspace_id=workspace_id,
+        seq=next_counter(workspace_id=workspace_id, column="event_seq"),
+        type=type,
+        actor=actor if actor is not None and getattr(actor, "pk", None) else None,
+        on_behalf_of=on_behalf_of,
+        target=target[:1100],
+        data=data or {},
+        at=timezone.now(),
+    )
+    payload = event_payload(event, actor=actor, on_behalf_of=on_behalf_of)
+    transaction.on_commit(lambda: _announce(payload))
+    return event
+
+
+def event_payload(event: Event, *, actor: Any = None, on_behalf_of: Any = None) -> dict[str, Any]:
+    actor = actor if actor is not None else event.actor
+    on_behalf_of = on_behalf_of if on_behalf_of is not None else event.on_behalf_of
+    return {
+        "seq": event.seq,
+        "type": event.type,
+        "actor": actor.username if actor is not None and getattr(actor, "pk", None) else None,
+        "on_behalf_of": on_behalf_of.username if on_behalf_of is not None else None,
+        "workspace": event.workspace_id,
+        "target": event.target,
+        "data": event.data,
+        "at": event.at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def events_group(workspace_id: str) -> str:
+    return f"events.{workspace_id}"
+
+
+def _announce(payload: dict[str, Any]) -> None:
+    publish_to_channel_layer(events_group(payload["workspace"]), {"type": "event.message", "event": payload})
+    hooks.dispatch(payload)
+
+
+def publish_to_channel_layer(group: str, message: dict[str, Any]) -> None:
+    """Best effort: the database is the truth, and a live client refills gaps from it."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    try:
+        layer = get_channel_layer()
+        if layer is not None:
+            async_to_sync(layer.group_send)(group, message)
+    except Exception as exc:  # a down Redis must never fail the write that already committed
+        log.warning("could not publish to %s: %s", group, exc)
