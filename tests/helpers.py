@@ -1,0 +1,54 @@
+"""Small helpers shared by API tests."""
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """The response has `status` and API.md's error body (with `code` when given)."""
+    assert response.status_code == status, (response.status_code, response.text[:500])
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"].get("message"), str) and body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
+    return body["error"]
+
+
+def create_workspace(api: httpx.Client, name: str = "ws", *, intelligence: bool = False) -> str:
+    response = api.post("/api/v1/workspaces", json={"name": name, "intelligence": intelligence})
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def put_file(api: httpx.Client, ws: str, path: str, content: bytes | str, **headers: str) -> httpx.Response:
+    data = content.encode() if isinstance(content, str) else content
+    return api.put(f"/api/v1/workspaces/{ws}/files/{path}", content=data, headers=headers)
+
+
+def raw_request(base_url: str, method: str, raw_path: str, *, token: str | None = None, body: bytes = b"",
+                headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | None]:
+    """Send a request with the path exactly as given (httpx would normalise '..' and '.' away),
+    and return the status and the JSON body (None when the body is not JSON)."""
+    import http.client
+    import json
+    from urllib.parse import urlparse
+
+    parsed = urlparse(base_url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    all_headers = {"Content-Length": str(len(body)), **(headers or {})}
+    if token:
+        all_headers["Authorization"] = f"Bearer {token}"
+    conn.putrequest(method, raw_path, skip_accept_encoding=True)
+    for key, value in all_headers.items():
+        conn.putheader(key, value)
+    conn.endheaders(body)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    try:
+        return response.status, json.loads(data)
+    except ValueError:
+        return response.status, None
