@@ -178,6 +178,8 @@ class Stream(Generic[T]):
         return self.idle_timeout is not None and time.monotonic() - self._last_activity >= self.idle_timeout
 
     def _backoff(self, failures: int) -> None:
+        if failures >= self.max_ws_failures:
+            return  # on to polling at once: waiting longer would only delay the next item
         delay = self.backoff_base * (0.5 + random.random()) if failures == 0 else \
             random.uniform(0.5, 1.0) * min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
         self._stop.wait(delay)
