@@ -466,3 +466,40 @@ def test_events_fall_back_to_polling_when_the_websocket_is_refused(fake: FakeApi
     assert stream.mode == "polling" and stream.last == 4
     polls = [s.query["after"] for s in fake.seen if s.path.endswith("/events")]
     assert polls[:3] == [["1"], ["3"], ["4"]]
+
+
+# -- the README's worker -------------------------------------------------------------------------------
+def test_the_worker_example_claims_reads_locks_writes_logs_and_completes(fake: FakeApi,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """GIVEN one queued task whose input is inbox/a.txt WHEN examples/worker_agent.py runs
+    THEN it claims the task, reads the input for the task, writes the output under its lock's token,
+    releases the lock, logs, completes with the output path, and stops when the queue is empty."""
+    import importlib.util
+
+    claims = [Reply(200, {"id": "t1", "status": "claimed", "payload": {"input": "inbox/a.txt"}}), Reply(204)]
+    base = "/api/v1/workspaces/w"
+    routes = {
+        ("GET", f"{base}/files/inbox/a.txt"): Reply(200, b"three little words", {"X-Version": "2"}),
+        ("POST", f"{base}/locks"): Reply(201, _lock(path="output/a.txt.summary")),
+        ("PUT", f"{base}/files/output/a.txt.summary"): Reply(201, {**WRITTEN, "version": 1}),
+        ("DELETE", f"{base}/locks/L1"): Reply(204),
+        ("POST", f"{base}/worklog"): Reply(201, {"seq": 1, "hash": "h", "message": "m"}),
+        ("POST", f"{base}/tasks/t1/complete"): Reply(200, {"id": "t1", "status": "done"}),
+    }
+    fake.route = lambda seen: claims.pop(0) if seen.path.endswith("/claim") else routes[(seen.method, seen.path)]
+    monkeypatch.setenv("SWITCHYARD_URL", fake.url)
+    monkeypatch.setenv("SWITCHYARD_TOKEN", "tok")
+    monkeypatch.setenv("SWITCHYARD_WS", "w")
+    spec = importlib.util.spec_from_file_location("worker_agent", ROOT / "examples" / "worker_agent.py")
+    assert spec is not None and spec.loader is not None
+    worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(worker)
+    worker.main(idle=0)
+    calls = [(s.method, s.path.removeprefix(base)) for s in fake.seen]
+    assert calls == [("POST", "/tasks/claim"), ("GET", "/files/inbox/a.txt"), ("POST", "/locks"),
+                     ("PUT", "/files/output/a.txt.summary"), ("DELETE", "/locks/L1"), ("POST", "/worklog"),
+                     ("POST", "/tasks/t1/complete"), ("POST", "/tasks/claim")]
+    read, _, write = fake.seen[1:4]
+    assert read.headers["x-task-id"] == write.headers["x-task-id"] == "t1"
+    assert write.headers["x-lock-token"] == "9" and write.body == b"3 words\n"
+    assert fake.seen[6].json() == {"result": {"version": 1}, "outputs": ["output/a.txt.summary"]}
