@@ -118,7 +118,15 @@ TEMPLATES = [
 # -- database ------------------------------------------------------------------------------
 DATABASE_URL = env_str("DATABASE_URL", "").strip()
 if DATABASE_URL:
-    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 0))}
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL)}
+    if DATABASES["default"]["ENGINE"].endswith("postgresql") and env_bool("DB_POOL", default=True):
+        # Under ASGI every request runs in a fresh thread, so Django's persistent connections would
+        # leak; a process-wide pool gives reuse without that (Django 5.1+, psycopg_pool).
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env_int("DB_POOL_MIN", 2, minimum=0),
+            "max_size": env_int("DB_POOL_MAX", 20, minimum=1),
+            "timeout": env_int("DB_POOL_TIMEOUT", 30, minimum=1),
+        }
 else:
     DATABASES = {
         "default": {

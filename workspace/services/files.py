@@ -111,6 +111,12 @@ def file_write(*, access: Access, path: str, content: bytes, if_match: int | Non
     rule_check_write(workspace_id=ws_id, path=path, user=access.user)
     # The blob goes to disk before the transaction: content-addressed, so an aborted write
     # leaves at most an unreferenced blob (which fsck reports), never a version without content.
+    if if_match is not None or if_none_match:
+        # Fail fast without queueing for the workspace lock when the precondition already fails
+        # (the common case for the losers of a race); it is checked again under the lock.
+        _check_preconditions(workspace_id=ws_id, path=path,
+                             head=File.objects.filter(workspace_id=ws_id, path=path).first(),
+                             if_match=if_match, if_none_match=if_none_match)
     sha = blob_put(content)
     with transaction.atomic():
         lock_workspace(ws_id)
