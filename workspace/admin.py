@@ -57,3 +57,80 @@ class EventAdmin(ReadOnlyAdmin):
 class DirectoryRuleAdmin(admin.ModelAdmin):
     list_display = ("workspace", "prefix")
     filter_horizontal = ("writers",)
+
+
+# -- messages (issue 10) -----------------------------------------------------------------------
+from workspace.models import ConsumerGroup, Message, Topic, Trigger, TriggerFiring  # noqa: E402
+
+
+@admin.register(Topic)
+class TopicAdmin(admin.ModelAdmin):
+    list_display = ("workspace", "name", "last_offset", "created_at")
+    search_fields = ("name",)
+    raw_id_fields = ("workspace",)
+    readonly_fields = ("last_offset",)
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ("topic", "offset", "key", "publisher", "published_at")
+    search_fields = ("key",)
+
+
+@admin.register(ConsumerGroup)
+class ConsumerGroupAdmin(admin.ModelAdmin):
+    list_display = ("topic", "name", "cursor", "max_deliveries", "created_at")
+    raw_id_fields = ("topic",)
+    readonly_fields = ("cursor",)
+
+
+@admin.register(Trigger)
+class TriggerAdmin(admin.ModelAdmin):
+    list_display = ("workspace", "name", "event_type", "prefix", "topic", "enabled", "cursor", "created_by")
+    list_filter = ("enabled",)
+    raw_id_fields = ("workspace", "created_by")
+    readonly_fields = ("cursor",)
+
+
+@admin.register(TriggerFiring)
+class TriggerFiringAdmin(ReadOnlyAdmin):
+    list_display = ("trigger", "source", "task_id", "error", "fired_at")
+
+
+# -- tasks, worklog, approvals, transfers (issue 4) ---------------------------------------------
+# Read-only: every change to these goes through workspace.services (rules, events, the worklog's
+# hash chain), never through a form.
+from workspace.models import Approval, Task, Transfer, WorklogEntry  # noqa: E402
+
+
+@admin.register(Task)
+class TaskAdmin(ReadOnlyAdmin):
+    list_display = ("id", "workspace", "number", "title", "queue", "kind", "status", "priority", "attempts",
+                    "claimed_by", "lease_expires_at")
+    list_filter = ("status",)
+    search_fields = ("id", "title", "kind", "queue")
+
+
+@admin.register(WorklogEntry)
+class WorklogEntryAdmin(ReadOnlyAdmin):
+    """Append-only for everyone, the admin included (the model refuses updates and deletes too)."""
+
+    list_display = ("workspace", "seq", "author", "task", "message", "created_at", "hash")
+    search_fields = ("message", "hash")
+
+    def get_actions(self, request):  # type: ignore[no-untyped-def]
+        return {}
+
+
+@admin.register(Approval)
+class ApprovalAdmin(ReadOnlyAdmin):
+    list_display = ("id", "workspace", "title", "status", "task", "path", "version", "requested_by", "decided_by")
+    list_filter = ("status",)
+    search_fields = ("id", "title", "path")
+
+
+@admin.register(Transfer)
+class TransferAdmin(ReadOnlyAdmin):
+    list_display = ("id", "workspace", "from_user", "to", "status", "created_at", "expires_at")
+    list_filter = ("status",)
+    exclude = ("token_digest",)

@@ -28,3 +28,54 @@ urlpatterns = [
     path(f"{WS}/moves", files.MovesView.as_view(), name="moves"),
     path(f"{WS}/events", events.EventsView.as_view(), name="events"),
 ]
+
+# Messages: topics, consumer groups, triggers (issue 10).
+from workspace.api import messages as _messages  # noqa: E402
+
+urlpatterns += [
+    path(f"{WS}/topics", _messages.TopicsView.as_view(), name="topics"),
+    path(f"{WS}/topics/<str:topic>/messages", _messages.TopicMessagesView.as_view(), name="topic-messages"),
+    path(f"{WS}/topics/<str:topic>/groups/<str:group>", _messages.GroupView.as_view(), name="topic-group"),
+    path(f"{WS}/topics/<str:topic>/groups/<str:group>/pull", _messages.GroupPullView.as_view(), name="topic-pull"),
+    path(f"{WS}/topics/<str:topic>/groups/<str:group>/ack", _messages.GroupAckView.as_view(), name="topic-ack"),
+    path(f"{WS}/triggers", _messages.TriggersView.as_view(), name="triggers"),
+    path(f"{WS}/triggers/<str:name>", _messages.TriggerView.as_view(), name="trigger"),
+]
+
+# Locks (issue 3).
+from workspace.api import locks as _locks  # noqa: E402
+
+urlpatterns += [
+    path(f"{WS}/locks", _locks.LocksView.as_view(), name="locks"),
+    path(f"{WS}/locks/batch", _locks.LockBatchView.as_view(), name="lock-batch"),
+    path(f"{WS}/locks/<str:lock_id>", _locks.LockView.as_view(), name="lock"),
+    path(f"{WS}/locks/<str:lock_id>/renew", _locks.LockRenewView.as_view(), name="lock-renew"),
+]
+
+# Tasks, worklog, approvals and ownership transfers (issue 4). `tasks/batch` and `tasks/claim`
+# come before `tasks/<task_id>`, which would otherwise match them.
+from workspace.api import approvals as _approvals  # noqa: E402
+from workspace.api import tasks as _tasks  # noqa: E402
+from workspace.api import transfers as _transfers  # noqa: E402
+from workspace.api import worklog as _worklog  # noqa: E402
+
+urlpatterns += [
+    path(f"{WS}/tasks", _tasks.TasksView.as_view(), name="tasks"),
+    path(f"{WS}/tasks/batch", _tasks.TaskBatchView.as_view(), name="task-batch"),
+    path(f"{WS}/tasks/claim", _tasks.TaskClaimView.as_view(), name="task-claim"),
+    path(f"{WS}/tasks/<str:task_id>", _tasks.TaskDetailView.as_view(), name="task"),
+    path(f"{WS}/tasks/<str:task_id>/heartbeat", _tasks.TaskHeartbeatView.as_view(), name="task-heartbeat"),
+    path(f"{WS}/tasks/<str:task_id>/complete", _tasks.TaskCompleteView.as_view(), name="task-complete"),
+    path(f"{WS}/tasks/<str:task_id>/fail", _tasks.TaskFailView.as_view(), name="task-fail"),
+    path(f"{WS}/tasks/<str:task_id>/cancel", _tasks.TaskCancelView.as_view(), name="task-cancel"),
+    path(f"{WS}/tasks/<str:task_id>/reads", _tasks.TaskReadsView.as_view(), name="task-reads"),
+    path(f"{WS}/worklog", _worklog.WorklogView.as_view(), name="worklog"),
+    path(f"{WS}/worklog/verify", _worklog.WorklogVerifyView.as_view(), name="worklog-verify"),
+    path(f"{WS}/approvals", _approvals.ApprovalsView.as_view(), name="approvals"),
+    path(f"{WS}/approvals/<str:approval_id>", _approvals.ApprovalDetailView.as_view(), name="approval"),
+    path(f"{WS}/approvals/<str:approval_id>/decide", _approvals.ApprovalDecideView.as_view(), name="approval-decide"),
+    path(f"{WS}/transfers", _transfers.WorkspaceTransfersView.as_view(), name="workspace-transfers"),
+    path("transfers/<str:transfer_id>", _transfers.TransferDetailView.as_view(), name="transfer"),
+    path("transfers/<str:transfer_id>/accept", _transfers.TransferAcceptView.as_view(), name="transfer-accept-api"),
+    path("transfers/<str:transfer_id>/cancel", _transfers.TransferCancelView.as_view(), name="transfer-cancel"),
+]
