@@ -83,8 +83,7 @@ class Workspace:
 
     def create_layout(self, agents: Iterable[str]) -> dict[str, Any]:
         """`inbox/`, `agent-<name>/` per agent (only that agent writes there), `output/`, `failed/`."""
-        body: dict[str, Any] = self._t.json("POST", self._path("layout"), json={"agents": list(agents)})
-        return body
+        return self._t.json("POST", self._path("layout"), json={"agents": list(agents)})
 
     # -- files --------------------------------------------------------------------------------
     def read(self, path: str, *, version: int | None = None, task_id: str | None = None) -> FileContent:
@@ -218,8 +217,7 @@ class Workspace:
 
     def index_state(self) -> dict[str, Any]:
         """The index state per file (`pending`, `indexed`, `error`), as the server reports it."""
-        body: dict[str, Any] = self._t.json("GET", self._path("index")) or {}
-        return body
+        return self._t.json("GET", self._path("index")) or {}
 
     # -- events ---------------------------------------------------------------------------------
     def list_events(self, *, after: int = 0, types: Iterable[str] | None = None,
