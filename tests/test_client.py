@@ -421,6 +421,23 @@ def test_lock_waits_after_423_until_granted_or_gives_up(fake: FakeApi) -> None:
     assert caught.value.holder == "bob"
 
 
+
+def test_several_paths_are_locked_all_or_nothing_with_a_token_each(fake: FakeApi) -> None:
+    """GIVEN a batch grant of a subtree lock and a file lock WHEN holding both in one block
+    THEN one batch request takes them, token_for() finds the covering lock's token (a subtree covers
+    the files under it), and both are released."""
+    grant = {"locks": [_lock(token=3, lock_id="L1", path="out/"), _lock(token=4, lock_id="L2", path="a.txt")]}
+    fake.route = lambda seen: Reply(201, grant) if seen.path.endswith("/locks/batch") else Reply(204)
+    with make_client(fake).workspace("w").lock(["out/", "a.txt"], ttl=30) as held:
+        assert held.token_for("out/x/y.md") == 3 and held.token_for("a.txt") == 4
+        assert held.tokens == {"out/": 3, "a.txt": 4}
+        with pytest.raises(KeyError):
+            held.token_for("b.txt")
+        with pytest.raises(ValueError, match="token_for"):
+            _ = held.token
+    assert fake.seen[0].json()["paths"] == ["out/", "a.txt"]
+    assert sorted(s.path.rsplit("/", 1)[-1] for s in fake.seen if s.method == "DELETE") == ["L1", "L2"]
+
 # -- tasks and pages ---------------------------------------------------------------------------------
 def test_claim_returns_none_on_204_and_the_task_otherwise(fake: FakeApi) -> None:
     """GIVEN an empty queue, then one task WHEN claiming twice THEN None, then the task."""
@@ -467,6 +484,60 @@ def test_events_fall_back_to_polling_when_the_websocket_is_refused(fake: FakeApi
     polls = [s.query["after"] for s in fake.seen if s.path.endswith("/events")]
     assert polls[:3] == [["1"], ["3"], ["4"]]
 
+
+
+def test_a_polling_stream_outlives_a_server_outage(fake: FakeApi) -> None:
+    """GIVEN a polling stream whose server answers 503 to every list request for a while
+    WHEN the outage ends THEN the stream carries on from where it was instead of raising."""
+    outage = {"left": 4}
+
+    def route(seen: Seen) -> Reply:
+        if seen.path.startswith("/ws/"):
+            return error(404, "not_found")
+        if outage["left"]:
+            outage["left"] -= 1
+            return error(503, "unavailable")
+        after = int(seen.query["after"][0])
+        return Reply(200, {"results": [_event(s) for s in range(after + 1, 4)], "next": None})
+
+    fake.route = route
+    stream = make_client(fake, attempts=2).workspace("w").events(after=0, idle_timeout=5, poll_interval=0.05,
+                                                                  backoff_max=0.05)
+    with stream:
+        assert [e.seq for e in take_events(stream, 3)] == [1, 2, 3]
+    assert outage["left"] == 0
+
+
+def take_events(stream: Any, count: int) -> list[Any]:
+    items = []
+    for item in stream:
+        items.append(item)
+        if len(items) == count:
+            break
+    return items
+
+
+def test_a_topic_stream_starts_from_the_beginning_and_resumes_after_the_last_offset(fake: FakeApi) -> None:
+    """GIVEN a topic whose WebSocket is refused WHEN streaming with no `after` THEN the first poll asks
+    for the whole log (no `after`, so a log starting at offset 0 loses nothing) and later polls resume
+    after the last offset yielded."""
+    log = [{"offset": n, "key": None, "body": {"n": n}, "published_at": "t"} for n in range(3)]
+
+    def route(seen: Seen) -> Reply:
+        if seen.path.startswith("/ws/"):
+            return error(404, "not_found")
+        after = int(seen.query["after"][0]) if "after" in seen.query else -1
+        return Reply(200, {"results": [m for m in log if m["offset"] > after], "next": None})
+
+    fake.route = route
+    client = make_client(fake)
+    with client.topic_stream("w", "jobs", idle_timeout=0.5, poll_interval=0.05) as stream:
+        bodies = [m.body for m in take_events(stream, 3)]
+        log.append({"offset": 3, "key": "k", "body": {"n": 3}, "published_at": "t"})
+        late = take_events(stream, 1)
+    assert bodies == [{"n": 0}, {"n": 1}, {"n": 2}] and [m.key for m in late] == ["k"]
+    polls = [s for s in fake.seen if s.path.endswith("/topics/jobs/messages")]
+    assert "after" not in polls[0].query and {p.query["after"][0] for p in polls[1:]} == {"2"}
 
 # -- the README's worker -------------------------------------------------------------------------------
 def test_the_worker_example_claims_reads_locks_writes_logs_and_completes(fake: FakeApi,

@@ -103,7 +103,8 @@ class Client:
 
     def health(self) -> dict[str, Any]:
         """The server's health checks (no auth needed); a `503` raises `Unavailable` after retries."""
-        return self._t.json("GET", "health")
+        body: dict[str, Any] = self._t.json("GET", "health")
+        return body
 
     def me(self) -> User:
         return User.from_json(self._t.json("GET", "me"))

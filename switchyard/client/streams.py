@@ -19,6 +19,7 @@ from urllib.parse import urlencode
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
 from websockets.sync.client import ClientConnection, connect
 
+from switchyard.client.errors import ConnectionFailed, RateLimited, ServerError
 from switchyard.client.models import Event, Message
 from switchyard.client.transport import Transport, quote_segment
 
@@ -137,14 +138,24 @@ class Stream(Generic[T]):
                     yield item
         return healthy, False
 
-    def _poll_for(self, seconds: float) -> Iterator[T]:
+    def _poll_for(self, seconds: float) -> Generator[T, None, None]:
+        """Poll the HTTP list for `seconds`, then give the WebSocket another chance.
+
+        A server that is down or overloaded (after the transport's own retries) ends this round
+        early instead of ending the stream: a long-lived consumer outlives an outage. Any other
+        error (no access, say) is the caller's to see, so it propagates.
+        """
         self.mode = "polling"
         until = time.monotonic() + seconds
         while not self._stop.is_set() and time.monotonic() < until:
             params: dict[str, Any] = {"limit": 500}
             if self.last is not None:
                 params["after"] = self.last
-            body = self._t.json("GET", self._poll_path, params=params) or {}
+            try:
+                body = self._t.json("GET", self._poll_path, params=params) or {}
+            except (ConnectionFailed, RateLimited, ServerError):
+                self._stop.wait(self.backoff_max * random.uniform(0.5, 1.0))
+                return
             got = False
             for raw in body.get("results", []):
                 item = self._accept(raw)

@@ -53,7 +53,7 @@ class RetryPolicy:
         """Seconds to wait before attempt `attempt + 1` (attempts count from 1)."""
         if retry_after is not None:
             return retry_after + self.random() * max(0.05, retry_after * self.jitter)
-        return self.random() * min(self.backoff_max, self.backoff_base * (2 ** (attempt - 1)))
+        return self.random() * min(self.backoff_max, self.backoff_base * 2.0 ** min(max(attempt - 1, 0), 30))
 
 
 @dataclass
@@ -130,11 +130,11 @@ class Transport:
 
     def request(self, method: str, path: str, *, json: Any = None, content: bytes | None = None,
                 params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
-                timeout: float | None = None, ok: tuple[int, ...] = ()) -> httpx.Response:
+                timeout: float | None = None) -> httpx.Response:
         """Send `method path` under the API root, retrying what is safe to retry.
 
-        `path` is relative to `/api/v1/` and already quoted. 2xx, 304 and the statuses in `ok`
-        are returned; any other status raises the matching `ApiError` subclass.
+        `path` is relative to `/api/v1/` and already quoted. 2xx and 304 are returned; any other
+        status raises the matching `ApiError` subclass.
         """
         method = method.upper()
         url = f"{self.root}/api/v1/{path.lstrip('/')}"
@@ -157,7 +157,7 @@ class Transport:
                 policy.sleep(policy.delay(attempt, None))
                 continue
             status = response.status_code
-            if 200 <= status < 300 or status == 304 or status in ok:
+            if 200 <= status < 300 or status == 304:
                 return response
             error = error_from_response(response)
             if not self._retryable(error) or attempt >= policy.max_attempts:

@@ -83,7 +83,8 @@ class Workspace:
 
     def create_layout(self, agents: Iterable[str]) -> dict[str, Any]:
         """`inbox/`, `agent-<name>/` per agent (only that agent writes there), `output/`, `failed/`."""
-        return self._t.json("POST", self._path("layout"), json={"agents": list(agents)})
+        body: dict[str, Any] = self._t.json("POST", self._path("layout"), json={"agents": list(agents)})
+        return body
 
     # -- files --------------------------------------------------------------------------------
     def read(self, path: str, *, version: int | None = None, task_id: str | None = None) -> FileContent:
@@ -217,7 +218,8 @@ class Workspace:
 
     def index_state(self) -> dict[str, Any]:
         """The index state per file (`pending`, `indexed`, `error`), as the server reports it."""
-        return self._t.json("GET", self._path("index")) or {}
+        body: dict[str, Any] = self._t.json("GET", self._path("index")) or {}
+        return body
 
     # -- events ---------------------------------------------------------------------------------
     def list_events(self, *, after: int = 0, types: Iterable[str] | None = None,
