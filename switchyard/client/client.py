@@ -64,9 +64,18 @@ class _TransferInbox:
     def __init__(self, transport: Transport) -> None:
         self._t = transport
 
-    def accept(self, transfer_id: str) -> Transfer:
-        """Accept a workspace offered to the caller: it becomes owner, the previous owner admin."""
-        body = self._t.json("POST", f"transfers/{quote_segment(transfer_id)}/accept")
+    def get(self, transfer_id: str) -> Transfer:
+        return Transfer.from_json(self._t.json("GET", f"transfers/{quote_segment(transfer_id)}"))
+
+    def accept(self, transfer_id: str, *, token: str | None = None) -> Transfer:
+        """Accept a workspace offered to the caller: it becomes owner, the previous owner admin.
+        `token` is the secret from the accept link, when the offer was made by email."""
+        body = self._t.json("POST", f"transfers/{quote_segment(transfer_id)}/accept", json=drop_none(token=token))
+        return Transfer.from_json(body if isinstance(body, dict) else {"id": transfer_id})
+
+    def cancel(self, transfer_id: str) -> Transfer:
+        """Withdraw a pending offer (its sender)."""
+        body = self._t.json("POST", f"transfers/{quote_segment(transfer_id)}/cancel")
         return Transfer.from_json(body if isinstance(body, dict) else {"id": transfer_id})
 
 

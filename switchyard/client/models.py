@@ -28,6 +28,8 @@ def parse_time(value: str | None) -> datetime | None:
 
 @dataclass(frozen=True)
 class Model:
+    """Base of the JSON views: `from_json` takes the known keys and keeps everything in `raw`."""
+
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False, kw_only=True)
 
     @classmethod
@@ -141,14 +143,22 @@ class Lock(Model):
     path: str = ""
     token: int = 0
     holder: str | None = None
+    on_behalf_of: str | None = None
     reason: str = ""
+    subtree: bool = False
+    ttl_seconds: int = 0
     acquired_at: str | None = None
     expires_at: str | None = None
+    renewals: int = 0
+    state: str = ""
+    ended_at: str | None = None
 
 
 @dataclass(frozen=True)
 class Task(Model):
     id: str = ""
+    number: int = 0
+    workspace: str = ""
     title: str = ""
     kind: str = ""
     queue: str = "default"
@@ -161,21 +171,32 @@ class Task(Model):
     lease_seconds: int = 60
     requires_approval: bool = False
     claimed_by: str | None = None
+    claimed_at: str | None = None
+    lease_id: str | None = None  # the claim's id: pass it back so a re-claimed task refuses a stale worker
     lease_expires_at: str | None = None
+    not_before: str | None = None
     result: Any = None
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    approval: dict[str, Any] | None = None
+    cancel_reason: str | None = None
+    created_by: str | None = None
     created_at: str | None = None
+    updated_at: str | None = None
+    completed_at: str | None = None
 
 
 @dataclass(frozen=True)
 class WorklogEntry(Model):
     seq: int = 0
     hash: str = ""
+    prev_hash: str = ""
     message: str = ""
     task: str | None = None
     data: Any = None
     author: str | None = None
+    on_behalf_of: str | None = None
     at: str | None = None
 
 
@@ -190,33 +211,51 @@ class WorklogVerification(Model):
 @dataclass(frozen=True)
 class Approval(Model):
     id: str = ""
+    number: int = 0
     title: str = ""
     description: str = ""
     status: str = ""
     task: str | None = None
     path: str | None = None
     version: int | None = None
+    automatic: bool = False
+    requested_by: str | None = None
     decision: str | None = None
     comment: str | None = None
+    decided_by: str | None = None
+    created_at: str | None = None
+    decided_at: str | None = None
 
 
 @dataclass(frozen=True)
 class Transfer(Model):
     id: str = ""
-    to: str | None = None
-    message: str = ""
+    workspace: str = ""
+    workspace_name: str = ""
     status: str = ""
-    accept_url: str | None = None
+    to: str | None = None
+    to_user: str | None = None
+    message: str = ""
+    created_by: str | None = None
+    created_at: str | None = None
     expires_at: str | None = None
+    finished_at: str | None = None
+    finished_by: str | None = None
+    token: str | None = None  # the accept secret and link: only in the answer that created the offer
+    accept_url: str | None = None
 
 
 @dataclass(frozen=True)
 class Message(Model):
     offset: int = 0
+    topic: str = ""
     key: str | None = None
     body: Any = None
-    deliveries: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+    publisher: str | None = None
     published_at: str | None = None
+    deliveries: int = 0  # set on messages leased by a consumer group's pull
+    lease_expires_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +263,11 @@ class Trigger(Model):
     name: str = ""
     on: dict[str, Any] = field(default_factory=dict)
     create_task: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+    created_by: str | None = None
+    last_error: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
 
 
 @dataclass(frozen=True)

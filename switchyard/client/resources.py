@@ -72,7 +72,7 @@ class Locks(_Resource):
         deadline = time.monotonic() + max(0.0, wait)
         policy = self._t.retry
         while True:
-            server_wait = int(min(_MAX_SERVER_WAIT, max(0.0, deadline - time.monotonic())))
+            server_wait = round(min(_MAX_SERVER_WAIT, max(0.0, deadline - time.monotonic())), 3)
             sent = time.monotonic()
             try:
                 body = self._t.json("POST", url, json={**target, "ttl_seconds": ttl, "reason": reason,
@@ -98,9 +98,13 @@ class Locks(_Resource):
         """Release a lock (an admin may release anyone's: a recorded force release)."""
         self._t.request("DELETE", self._path("locks", quote_segment(lock_id)))
 
-    def list(self, *, limit: int | None = None) -> Page[Lock]:
-        """The active locks."""
-        return self._t.page(self._path("locks"), Lock.from_json, params=drop_none(limit=limit))
+    def get(self, lock_id: str) -> Lock:
+        return Lock.from_json(self._t.json("GET", self._path("locks", quote_segment(lock_id))))
+
+    def list(self, *, prefix: str | None = None, holder: str | None = None, limit: int | None = None) -> Page[Lock]:
+        """The active locks (under `prefix`, held by `holder`)."""
+        return self._t.page(self._path("locks"), Lock.from_json,
+                            params=drop_none(prefix=prefix, holder=holder, limit=limit))
 
 
 class Tasks(_Resource):
@@ -150,22 +154,28 @@ class Tasks(_Resource):
         items = [dict(f) if isinstance(f, Mapping) else {"path": f[0], "version": f[1]} for f in files]
         return self._t.json("POST", self._path("tasks", quote_segment(task_id), "reads"), json={"files": items})
 
-    def heartbeat(self, task_id: str, *, lease_seconds: int | None = None) -> Task:
-        return self._act(task_id, "heartbeat", drop_none(lease_seconds=lease_seconds))
+    # `lease_id` (the claimed task's `lease_id`) makes the server refuse the call when the task
+    # was claimed again since, even by the same account: a stalled worker cannot finish work
+    # that has been handed to another.
+    def heartbeat(self, task_id: str, *, lease_seconds: int | None = None, lease_id: str | None = None) -> Task:
+        """Extend the claim's lease; `NotClaimant` if the caller no longer holds it."""
+        return self._act(task_id, "heartbeat", drop_none(lease_seconds=lease_seconds, lease_id=lease_id))
 
-    def complete(self, task_id: str, *, result: Any = None, outputs: Iterable[str] = (),
-                 accept_stale: bool = False) -> Task:
+    def complete(self, task_id: str, *, result: Any = None, outputs: Iterable[str] = (), accept_stale: bool = False,
+                 lease_id: str | None = None) -> Task:
         """Finish the task. `StaleInputs` when a file it read has changed, unless `accept_stale`."""
-        body: dict[str, Any] = {"result": result, "outputs": list(outputs)}
+        body: dict[str, Any] = {"result": result, "outputs": list(outputs), **drop_none(lease_id=lease_id)}
         if accept_stale:
             body["accept_stale"] = True
         return self._act(task_id, "complete", body)
 
-    def fail(self, task_id: str, error: str, *, retry: bool = True) -> Task:
-        return self._act(task_id, "fail", {"error": error, "retry": retry})
+    def fail(self, task_id: str, error: str, *, retry: bool = True, lease_id: str | None = None) -> Task:
+        """Give the task up: back to the queue (`retry`, within `max_attempts`) or failed for good."""
+        return self._act(task_id, "fail", {"error": error, "retry": retry, **drop_none(lease_id=lease_id)})
 
-    def cancel(self, task_id: str) -> Task:
-        return self._act(task_id, "cancel", {})
+    def cancel(self, task_id: str, *, reason: str = "") -> Task:
+        """Cancel an unfinished task (its creator or an admin); its dependents are cancelled too."""
+        return self._act(task_id, "cancel", {"reason": reason} if reason else {})
 
     def _act(self, task_id: str, action: str, body: dict[str, Any]) -> Task:
         answer = self._t.json("POST", self._path("tasks", quote_segment(task_id), action), json=body)
@@ -210,8 +220,12 @@ class Approvals(_Resource):
 
 class Transfers(_Resource):
     def create(self, to: str, *, message: str = "") -> Transfer:
-        """Offer the workspace to `to` (a username or email); owner only."""
+        """Offer the workspace to `to` (a username or email); owner only. The answer alone carries
+        the accept link (`accept_url`, `token`)."""
         return Transfer.from_json(self._t.json("POST", self._path("transfers"), json={"to": to, "message": message}))
+
+    def list(self, *, limit: int | None = None) -> Page[Transfer]:
+        return self._t.page(self._path("transfers"), Transfer.from_json, params=drop_none(limit=limit))
 
 
 class Topic(_Resource):
@@ -233,17 +247,23 @@ class Topic(_Resource):
         body = self._t.json("GET", self._topic("messages"), params=drop_none(after=after, limit=limit)) or {}
         return [Message.from_json(m) for m in body.get("results", [])]
 
-    def pull(self, group: str, *, max: int = 10, visibility_seconds: int = 30,
-             wait_seconds: int = 0) -> list[Message]:
+    def pull(self, group: str, *, max: int = 10, visibility_seconds: float = 30, wait_seconds: float = 0,
+             max_deliveries: int | None = None) -> list[Message]:
         """Lease up to `max` messages to the caller within `group`; ack them or they come back."""
         body = self._t.json("POST", self._topic("groups", quote_segment(group), "pull"), json={
             "max": max, "visibility_seconds": visibility_seconds, "wait_seconds": wait_seconds,
+            **drop_none(max_deliveries=max_deliveries),
         }, timeout=self._t.timeout + wait_seconds) or {}
         return [Message.from_json(m) for m in body.get("results", [])]
 
     def ack(self, group: str, offsets: Iterable[int]) -> Any:
         return self._t.json("POST", self._topic("groups", quote_segment(group), "ack"),
                             json={"offsets": list(offsets)})
+
+    def group_state(self, group: str) -> dict[str, Any]:
+        """A consumer group's position and in-flight leases, as the server reports them."""
+        body: dict[str, Any] = self._t.json("GET", self._topic("groups", quote_segment(group))) or {}
+        return body
 
     def stream(self, *, after: int | None = None, **options: Any) -> Stream[Message]:
         """Live messages over WebSocket, replaying first; see `switchyard.client.streams.Stream`."""
@@ -259,6 +279,16 @@ class Triggers(_Resource):
         body = self._t.json("PUT", self._path("triggers", quote_segment(name)),
                             json={"on": dict(on), "create_task": dict(create_task)})
         return Trigger.from_json(body if isinstance(body, dict) else {"name": name})
+
+    def get(self, name: str) -> Trigger:
+        return Trigger.from_json(self._t.json("GET", self._path("triggers", quote_segment(name))))
+
+    def list(self) -> list[Trigger]:
+        body = self._t.json("GET", self._path("triggers")) or {}
+        return [Trigger.from_json(t) for t in body.get("results", [])]
+
+    def delete(self, name: str) -> None:
+        self._t.request("DELETE", self._path("triggers", quote_segment(name)))
 
 
 class Pipelines(_Resource):

@@ -206,6 +206,11 @@ class Workspace:
         """A handle on the topic `name` (`inbox.<username>` is that account's direct notes)."""
         return Topic(self._t, self.id, name)
 
+    def topics(self) -> list[dict[str, Any]]:
+        """The topics the caller can read, with their last offsets."""
+        body: dict[str, Any] = self._t.json("GET", self._path("topics")) or {}
+        return list(body.get("results", []))
+
     # -- intelligence -------------------------------------------------------------------------
     def search(self, query: str, *, k: int = 10, prefix: str | None = None, author: str | None = None,
                mode: SearchMode = "hybrid") -> SearchResults:
