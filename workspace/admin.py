@@ -57,3 +57,41 @@ class EventAdmin(ReadOnlyAdmin):
 class DirectoryRuleAdmin(admin.ModelAdmin):
     list_display = ("workspace", "prefix")
     filter_horizontal = ("writers",)
+
+
+# -- messages (issue 10) -----------------------------------------------------------------------
+from workspace.models import ConsumerGroup, Message, Topic, Trigger, TriggerFiring  # noqa: E402
+
+
+@admin.register(Topic)
+class TopicAdmin(admin.ModelAdmin):
+    list_display = ("workspace", "name", "last_offset", "created_at")
+    search_fields = ("name",)
+    raw_id_fields = ("workspace",)
+    readonly_fields = ("last_offset",)
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdmin):
+    list_display = ("topic", "offset", "key", "publisher", "published_at")
+    search_fields = ("key",)
+
+
+@admin.register(ConsumerGroup)
+class ConsumerGroupAdmin(admin.ModelAdmin):
+    list_display = ("topic", "name", "cursor", "max_deliveries", "created_at")
+    raw_id_fields = ("topic",)
+    readonly_fields = ("cursor",)
+
+
+@admin.register(Trigger)
+class TriggerAdmin(admin.ModelAdmin):
+    list_display = ("workspace", "name", "event_type", "prefix", "topic", "enabled", "cursor", "created_by")
+    list_filter = ("enabled",)
+    raw_id_fields = ("workspace", "created_by")
+    readonly_fields = ("cursor",)
+
+
+@admin.register(TriggerFiring)
+class TriggerFiringAdmin(ReadOnlyAdmin):
+    list_display = ("trigger", "source", "task_id", "error", "fired_at")

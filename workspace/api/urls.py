@@ -28,3 +28,16 @@ urlpatterns = [
     path(f"{WS}/moves", files.MovesView.as_view(), name="moves"),
     path(f"{WS}/events", events.EventsView.as_view(), name="events"),
 ]
+
+# Messages: topics, consumer groups, triggers (issue 10).
+from workspace.api import messages as _messages  # noqa: E402
+
+urlpatterns += [
+    path(f"{WS}/topics", _messages.TopicsView.as_view(), name="topics"),
+    path(f"{WS}/topics/<str:topic>/messages", _messages.TopicMessagesView.as_view(), name="topic-messages"),
+    path(f"{WS}/topics/<str:topic>/groups/<str:group>", _messages.GroupView.as_view(), name="topic-group"),
+    path(f"{WS}/topics/<str:topic>/groups/<str:group>/pull", _messages.GroupPullView.as_view(), name="topic-pull"),
+    path(f"{WS}/topics/<str:topic>/groups/<str:group>/ack", _messages.GroupAckView.as_view(), name="topic-ack"),
+    path(f"{WS}/triggers", _messages.TriggersView.as_view(), name="triggers"),
+    path(f"{WS}/triggers/<str:name>", _messages.TriggerView.as_view(), name="trigger"),
+]
