@@ -155,11 +155,12 @@ RQ_QUEUES = {
     for name in ("default", "index", "pipeline")
 }
 RQ = {"COMMIT_MODE": "on_db_commit"}
+# Redis pub/sub: a group message is one PUBLISH. Delivery is best effort by design; the database
+# is the truth and every live stream refills gaps from it.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "capacity": 1000, "expiry": 30,
-                   "prefix": env_str("SWITCHYARD_CHANNEL_PREFIX", "switchyard")},
+        "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": env_str("SWITCHYARD_CHANNEL_PREFIX", "switchyard")},
     }
 }
 

@@ -82,13 +82,37 @@ def _announce(payload: dict[str, Any]) -> None:
 
 
 def publish_to_channel_layer(group: str, message: dict[str, Any]) -> None:
-    """Best effort: the database is the truth, and a live client refills gaps from it."""
-    from asgiref.sync import async_to_sync
+    """Best effort: the database is the truth, and a live client refills gaps from it.
+
+    With the Redis pub/sub layer a group message is a single PUBLISH of the layer's own
+    serialisation, so we send it with this process's synchronous Redis client: no event loop per
+    call (RQ workers and the sweeper have none) and no new connection per event.
+    """
     from channels.layers import get_channel_layer
 
     try:
         layer = get_channel_layer()
-        if layer is not None:
-            async_to_sync(layer.group_send)(group, message)
+        if layer is None:
+            return
+        if _is_pubsub_layer(layer):
+            from workspace.redis import get_redis
+
+            get_redis().publish(_group_channel(layer, group), layer.serialize(message))
+            return
+        from asgiref.sync import async_to_sync
+
+        async_to_sync(layer.group_send)(group, message)
     except Exception as exc:  # a down Redis must never fail the write that already committed
         log.warning("could not publish to %s: %s", group, exc)
+
+
+def _is_pubsub_layer(layer: Any) -> bool:
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+
+    return isinstance(layer, RedisPubSubChannelLayer)
+
+
+def _group_channel(layer: Any, group: str) -> str:
+    # channels_redis names a group's pub/sub channel "<prefix>__group__<group>" (RedisPubSubLoopLayer).
+    prefix = layer._kwargs.get("prefix", "asgi")
+    return f"{prefix}__group__{group}"
