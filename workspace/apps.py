@@ -9,6 +9,9 @@ class WorkspaceConfig(AppConfig):
 
     def ready(self) -> None:
         from workspace import hooks
+        from workspace.services.locks import lock_sweep
+
+        hooks.register_sweep("locks.expire", lock_sweep)
 
         # Messages (issue 10): dead letters without a pull; triggers fired from the durable logs.
         from workspace.services import messages, triggers

@@ -41,3 +41,13 @@ urlpatterns += [
     path(f"{WS}/triggers", _messages.TriggersView.as_view(), name="triggers"),
     path(f"{WS}/triggers/<str:name>", _messages.TriggerView.as_view(), name="trigger"),
 ]
+
+# Locks (issue 3).
+from workspace.api import locks as _locks  # noqa: E402
+
+urlpatterns += [
+    path(f"{WS}/locks", _locks.LocksView.as_view(), name="locks"),
+    path(f"{WS}/locks/batch", _locks.LockBatchView.as_view(), name="lock-batch"),
+    path(f"{WS}/locks/<str:lock_id>", _locks.LockView.as_view(), name="lock"),
+    path(f"{WS}/locks/<str:lock_id>/renew", _locks.LockRenewView.as_view(), name="lock-renew"),
+]

@@ -1,7 +1,657 @@
-"""Lock manager (filled in by the locks work: acquire, renew, release, fencing, expiry)."""
+"""The lock manager: acquire, renew, release, force release, expiry, fencing and waiting.
+
+- A lock is on a file path or on a subtree (a path ending in '/'). Two locks conflict when
+  their paths overlap: the same path, or one is a subtree containing the other. At most one
+  active lock covers any path, whoever holds it (locks are not re-entrant).
+- Every mutating step runs in one transaction that takes the workspace row lock first, so
+  any number of web processes act as one; a partial unique index on the active path is the
+  backstop. Nothing lives in process memory.
+- Times come from the database's clock (`db_now`), never the process's: a lock ends at
+  `expires_at` on that clock, never earlier; the sweep records `lock.expired` within a
+  sweep interval, and acquire and write treat a due lock as gone (and record it then).
+- Fencing: every grant takes the next `lock_seq` of the workspace (a batch is one grant).
+  The newest grant covering a path is remembered by the `Lock` rows themselves, which stay
+  after the lock ends; a write must carry the token of the caller's lock on the path, and a
+  token older than the path's newest grant is refused, even if it was once legitimate.
+- Waiting: a request that may wait queues a `LockWaiter` (its id is its ticket) and is served
+  when no earlier live waiter overlaps it and no lock blocks it, so nothing overtakes an earlier
+  waiter. No transaction is held while waiting; a Redis list per ticket is only a wake-up hint
+  (the waiter also re-checks the database on its own), and the waiter leaves the queue on
+  timeout, error or client disconnect.
+"""
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F, Max
+
+from workspace.access import Access
+from workspace.errors import Conflict, Forbidden, Gone, Invalid, Locked, NotFound
+from workspace.ids import new_id
+from workspace.models import Lock, LockWaiter, LockWaiterPath, Role, Workspace
+from workspace.paths import validate_path
+from workspace.services.events import event_record, next_counter
+from workspace.services.workspaces import lock_workspace
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MAX_WAIT_SECONDS = 60
+MAX_BATCH_PATHS = 100
+MAX_REASON = 500
+# A waiter refreshes `alive_until` about once a second; one that stops (its process died) no
+# longer holds back the queue once this grace has passed.
+WAITER_GRACE = timedelta(seconds=3)
+HEARTBEAT_SECONDS = 1.0
+# Without a wake-up (Redis down, a lost message) a waiter still re-checks this often.
+FALLBACK_POLL_SECONDS = 0.25
+_WAKE_KEY = "sy:lockwake:{ticket}"
+
+
+# -- time and paths ------------------------------------------------------------------------
+def db_now() -> datetime:
+    """The database's current time (UTC), the one clock every lock deadline is measured on."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+            return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
+        # clock_timestamp(), not now(): now() is when the transaction began, which may be long
+        # before the workspace row lock was granted.
+        cursor.execute("SELECT clock_timestamp()" if connection.vendor == "postgresql" else "SELECT CURRENT_TIMESTAMP")
+        value = cursor.fetchone()[0]
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def lock_path_validate(path: Any) -> str:
+    """A lock path: a file path, or a subtree 'dir/' (API.md "Files" rules either way)."""
+    if isinstance(path, str) and path.endswith("/"):
+        return validate_path(path, directory=True)
+    return validate_path(path)
+
+
+def covering_paths(path: str) -> list[str]:
+    """`path` itself and every subtree above it: the lock paths that would cover it."""
+    body = path[:-1] if path.endswith("/") else path
+    return [path] + [body[: i + 1] for i, ch in enumerate(body) if ch == "/"]
+
+
+def paths_overlap(a: str, b: str) -> bool:
+    return a == b or (a.endswith("/") and b.startswith(a)) or (b.endswith("/") and a.startswith(b))
+
+
+def _clean_paths(paths: Any) -> list[str]:
+    if not isinstance(paths, list) or not paths:
+        raise Invalid("invalid_paths", "'paths' is a non-empty list of paths.")
+    if len(paths) > MAX_BATCH_PATHS:
+        raise Invalid("invalid_paths", f"A batch locks at most {MAX_BATCH_PATHS} paths.", limit=MAX_BATCH_PATHS)
+    cleaned = sorted({lock_path_validate(p) for p in paths})
+    if len(cleaned) != len(paths):
+        raise Invalid("duplicate_paths", "A path appears more than once in the batch.")
+    for i, a in enumerate(cleaned):
+        for b in cleaned[i + 1:]:
+            if paths_overlap(a, b):
+                raise Invalid("overlapping_paths", f"{a!r} and {b!r} overlap; lock the subtree alone.",
+                              paths=[a, b])
+    return cleaned
+
+
+def _clean_ttl(ttl_seconds: Any) -> int:
+    if isinstance(ttl_seconds, bool) or not isinstance(ttl_seconds, int) \
+            or not 1 <= ttl_seconds <= settings.LOCK_MAX_TTL:
+        raise Invalid("invalid_ttl", f"'ttl_seconds' is a whole number from 1 to {settings.LOCK_MAX_TTL}.",
+                      maximum=settings.LOCK_MAX_TTL)
+    return ttl_seconds
+
+
+def _clean_wait(wait_seconds: Any) -> float:
+    if isinstance(wait_seconds, bool) or not isinstance(wait_seconds, int | float) \
+            or not math.isfinite(wait_seconds) or not 0 <= wait_seconds <= MAX_WAIT_SECONDS:
+        raise Invalid("invalid_wait", f"'wait_seconds' is a number from 0 to {MAX_WAIT_SECONDS}.",
+                      maximum=MAX_WAIT_SECONDS)
+    return float(wait_seconds)
+
+
+def _clean_reason(reason: Any) -> str:
+    if reason is None:
+        return ""
+    if not isinstance(reason, str) or len(reason) > MAX_REASON:
+        raise Invalid("invalid_reason", f"'reason' is text of at most {MAX_REASON} characters.")
+    return reason
+
+
+# -- rendering -----------------------------------------------------------------------------
+def lock_summary(lock: Lock) -> dict[str, Any]:
+    return {
+        "id": lock.id,
+        "path": lock.path,
+        "subtree": lock.subtree,
+        "token": lock.token,
+        "holder": lock.holder.username,
+        "on_behalf_of": lock.on_behalf_of.username if lock.on_behalf_of_id else None,
+        "reason": lock.reason,
+        "ttl_seconds": lock.ttl_seconds,
+        "acquired_at": iso(lock.acquired_at),
+        "expires_at": iso(lock.expires_at),
+        "renewals": lock.renewals,
+        "state": lock.state,
+        "ended_at": iso(lock.ended_at),
+    }
+
+
+def _event_data(lock: Lock, *, end: datetime | None, **extra: Any) -> dict[str, Any]:
+    return {
+        "lock": lock.id,
+        "path": lock.path,
+        "holder": lock.holder.username,
+        "on_behalf_of": lock.on_behalf_of.username if lock.on_behalf_of_id else None,
+        "token": lock.token,
+        "reason": lock.reason,
+        "ttl_seconds": lock.ttl_seconds,
+        "acquired_at": iso(lock.acquired_at),
+        "expires_at": iso(lock.expires_at),
+        "held_seconds": round(max(0.0, (end - lock.acquired_at).total_seconds()), 3) if end else 0.0,
+        **extra,
+    }
+
+
+def _retry_after(until: datetime, now: datetime) -> str:
+    return str(max(1, math.ceil((until - now).total_seconds())))
+
+
+class LockHeld(Locked):
+    """423 because a lock is held; `retry_in` is how long until it expires (database clock)."""
+
+    retry_in: float = 0.0
+
+
+def _held_error(locks: list[Lock], *, now: datetime, user: Any) -> LockHeld:
+    lock = max(locks, key=lambda item: item.expires_at)
+    mine = lock.holder_id == getattr(user, "pk", None)
+    who = "you" if mine else lock.holder.username
+    message = f"{lock.path} is locked by {who} until {iso(lock.expires_at)}"
+    if lock.reason:
+        message += f" ({lock.reason})"
+    error = LockHeld("locked", message + ".", headers={"Retry-After": _retry_after(lock.expires_at, now)},
+                     holder=lock.holder.username, expires_at=iso(lock.expires_at), path=lock.path, lock=lock.id)
+    error.retry_in = max(0.0, (lock.expires_at - now).total_seconds())
+    return error
+
+
+def _queued_error(paths: list[str], waiting: int) -> Locked:
+    return Locked("locked", f"{waiting} earlier request(s) are waiting for {', '.join(paths)}; "
+                  "they are served first.", headers={"Retry-After": "1"},
+                  holder=None, expires_at=None, waiting=waiting)
+
+
+# -- queries -------------------------------------------------------------------------------
+# Acquire, release and every file write run these, so they are single SQL statements written
+# out: building an ORM query costs several times what SQLite takes to run it. The rarer paths
+# (a conflict, an expiry, a force release) load full model instances.
+_LOCK = Lock._meta.db_table
+_WAITER = LockWaiter._meta.db_table
+_WAITER_PATH = LockWaiterPath._meta.db_table
+
+
+def _adapt(value: datetime) -> Any:
+    return connection.ops.adapt_datetimefield_value(value)
+
+
+def _as_utc(value: Any) -> datetime:
+    """A datetime read by a raw cursor: text or naive UTC on SQLite, aware on PostgreSQL."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _overlap_sql(paths: list[str], column: str = "path") -> tuple[str, list[Any]]:
+    """A condition on `column` matching every lock path that may overlap one of `paths`: the
+    paths, the subtrees above them and, for a subtree, everything inside it."""
+    covering = sorted({c for p in paths for c in covering_paths(p)})
+    clauses = [f"{column} IN ({', '.join(['%s'] * len(covering))})"]
+    params: list[Any] = list(covering)
+    for p in paths:
+        if p.endswith("/"):
+            # substr, not LIKE: exact and case-sensitive on both databases (SQLite's LIKE is not).
+            clauses.append(f"substr({column}, 1, {len(p):d}) = %s")
+            params.append(p)
+    return "(" + " OR ".join(clauses) + ")", params
+
+
+def _scan(workspace_id: str, paths: list[str], *, now: datetime, ticket: int | None,
+          waiters: bool) -> tuple[list[tuple[str, datetime]], set[int]]:
+    """One query: the active locks overlapping `paths`, as (id, expires_at), and with `waiters`
+    the tickets of the live waiters overlapping them that are ahead of `ticket` (all, without)."""
+    where, params = _overlap_sql(paths)
+    sql = f"SELECT 'L', id, path, expires_at FROM {_LOCK} WHERE workspace_id = %s AND state = %s AND {where}"
+    args: list[Any] = [workspace_id, Lock.State.ACTIVE.value, *params]
+    if waiters:
+        wp_where, wp_params = _overlap_sql(paths, "wp.path")
+        sql += (f" UNION ALL SELECT 'W', CAST(wp.waiter_id AS VARCHAR(32)), wp.path, w.alive_until"
+                f" FROM {_WAITER_PATH} wp JOIN {_WAITER} w ON w.id = wp.waiter_id"
+                f" WHERE wp.workspace_id = %s AND w.alive_until > %s AND {wp_where}")
+        args += [workspace_id, _adapt(now), *wp_params]
+        if ticket is not None:
+            sql += " AND wp.waiter_id < %s"
+            args.append(ticket)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, args)
+        rows = cursor.fetchall()
+    locks, ahead = [], set()
+    for kind, key, path, when in rows:
+        if not any(paths_overlap(path, p) for p in paths):
+            continue
+        if kind == "L":
+            locks.append((key, _as_utc(when)))
+        else:
+            ahead.add(int(key))
+    return locks, ahead
+
+
+def _load_locks(ids: Iterable[str]) -> list[Lock]:
+    return list(Lock.objects.filter(pk__in=list(ids)).select_related("holder", "on_behalf_of"))
+
+
+def _blocker(workspace_id: str, paths: list[str], *, user: Any, now: datetime, ticket: int | None,
+             expire: bool) -> Locked | None:
+    """Why `paths` cannot be granted to `user` now, or None. With `expire` (inside a mutating
+    transaction) due locks are expired and recorded; without, they are just not counted."""
+    if ticket is not None and not LockWaiter.objects.filter(pk=ticket, workspace_id=workspace_id, user=user,
+                                                            alive_until__gt=now).exists():
+        ticket = None  # our place was given up (we stalled past the grace): no priority
+    locks, ahead = _scan(workspace_id, paths, now=now, ticket=ticket, waiters=True)
+    due = [lock_id for lock_id, expires_at in locks if expires_at <= now]
+    if due and expire:
+        _expire(workspace_id, _load_locks(due), now=now)
+    held = [lock_id for lock_id, expires_at in locks if expires_at > now]
+    if held:
+        return _held_error(_load_locks(held), now=now, user=user)
+    if ahead:
+        return _queued_error(paths, len(ahead))
+    return None
+
+
+def _expire(workspace_id: str, locks: list[Lock], *, now: datetime) -> int:
+    """End due locks as expired (at their own `expires_at`) and record `lock.expired`."""
+    Lock.objects.filter(pk__in=[lock.pk for lock in locks], state=Lock.State.ACTIVE).update(
+        state=Lock.State.EXPIRED, ended_at=F("expires_at"))
+    for lock in sorted(locks, key=lambda item: (item.expires_at, item.path)):
+        lock.state, lock.ended_at = Lock.State.EXPIRED, lock.expires_at
+        event_record(workspace_id=workspace_id, type="lock.expired", actor=None, target=lock.path,
+                     data=_event_data(lock, end=lock.expires_at))
+    _wake_heads_on_commit(workspace_id, [lock.path for lock in locks], now=now)
+    return len(locks)
+
+
+def _insert(locks: list[Lock]) -> None:
+    columns = ["id", "workspace_id", "path", "holder_id", "on_behalf_of_id", "token", "reason", "ttl_seconds",
+               "acquired_at", "expires_at", "renewals", "state"]
+    sql = f"INSERT INTO {_LOCK} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [[
+            lock.id, lock.workspace_id, lock.path, lock.holder_id, lock.on_behalf_of_id, lock.token, lock.reason,
+            lock.ttl_seconds, _adapt(lock.acquired_at), _adapt(lock.expires_at), 0, Lock.State.ACTIVE.value,
+        ] for lock in locks])
+
+
+# -- acquire ---------------------------------------------------------------------------------
+def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = settings.LOCK_DEFAULT_TTL,
+                 reason: str = "", ticket: int | None = None) -> list[Lock]:
+    """Grant all of `paths` to the caller as one grant (one fencing token), or raise 423.
+
+    Conflicts: an active lock overlapping any path (whoever holds it), or an earlier live
+    waiter overlapping any path (`ticket` is the caller's own place in the queue, if it has one).
+    """
+    if not access.at_least(Role.EDITOR):
+        raise Forbidden("forbidden", "Taking locks needs the editor role.")
+    paths = _clean_paths(paths)
+    ttl = _clean_ttl(ttl_seconds)
+    reason = _clean_reason(reason)
+    ws_id, user = access.workspace.id, access.user
+    locks: list[Lock] = []
+    with transaction.atomic():
+        lock_workspace(ws_id)
+        now = db_now()
+        blocked = _blocker(ws_id, paths, user=user, now=now, ticket=ticket, expire=True)
+        if blocked is None:
+            token = next_counter(workspace_id=ws_id, column="lock_seq")
+            on_behalf_of = getattr(user, "on_behalf_of", None)
+            locks = [Lock(id=new_id("lk"), workspace_id=ws_id, path=p, holder=user, on_behalf_of=on_behalf_of,
+                          token=token, reason=reason, ttl_seconds=ttl, acquired_at=now,
+                          expires_at=now + timedelta(seconds=ttl)) for p in paths]
+            _insert(locks)
+            if ticket is not None:
+                _waiter_delete(ticket)
+            for lock in locks:
+                event_record(workspace_id=ws_id, type="lock.acquired", actor=user, target=lock.path,
+                             data=_event_data(lock, end=None, batch=len(locks) if len(locks) > 1 else None))
+    # Raised after the block so that the expiries recorded on the way still commit.
+    if blocked is not None:
+        raise blocked
+    return locks
+
+
+def lock_acquire_waiting(*, access: Access, paths: list[str], wait_seconds: float,
+                         attempt: Callable[[int | None], T]) -> T:
+    """Run `attempt(ticket)` (a `lock_acquire`, possibly wrapped by the API's idempotency) until
+    it stops raising 423 or `wait_seconds` have passed, waiting in the queue in between.
+
+    No transaction is open while waiting. Every exit that is not a grant (timeout, error, the
+    client going away) takes the request out of the queue and wakes whoever is next.
+    """
+    wait = _clean_wait(wait_seconds)
+    paths = _clean_paths(paths)
+    if wait > 0 and transaction.get_connection().in_atomic_block:
+        raise RuntimeError("a lock request must not wait inside a transaction")
+    try:
+        return attempt(None)
+    except Locked:
+        if wait <= 0:
+            raise
+    deadline = time.monotonic() + wait
+    ws_id, user = access.workspace.id, access.user
+    ticket = _waiter_enqueue(ws_id, user, paths)
+    next_beat = time.monotonic() + HEARTBEAT_SECONDS
+    try:
+        while True:
+            blocked = _blocker(ws_id, paths, user=user, now=db_now(), ticket=ticket, expire=False)
+            if blocked is None:
+                try:
+                    return attempt(ticket)
+                except Locked as exc:
+                    blocked = exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise blocked
+            pause = min(remaining, FALLBACK_POLL_SECONDS)
+            if isinstance(blocked, LockHeld):
+                # Be there when it expires, even if no wake-up comes (an expiry needs no request).
+                pause = min(pause, blocked.retry_in + 0.005)
+            _sleep_until_woken(ticket, pause)
+            if time.monotonic() >= next_beat:
+                next_beat = time.monotonic() + HEARTBEAT_SECONDS
+                if not _waiter_heartbeat(ws_id, ticket):
+                    # We stalled past the grace and lost our place: queue again at the back.
+                    _waiter_leave(ws_id, ticket)
+                    ticket = _waiter_enqueue(ws_id, user, paths)
+    finally:
+        _waiter_leave(ws_id, ticket)
+
+
+# -- the queue -------------------------------------------------------------------------------
+def _waiter_enqueue(workspace_id: str, user: Any, paths: list[str]) -> int:
+    with transaction.atomic():
+        lock_workspace(workspace_id)
+        now = db_now()
+        # The id is the ticket: assigned under the workspace row lock, so in commit order.
+        waiter = LockWaiter.objects.create(workspace_id=workspace_id, user=user, alive_until=now + WAITER_GRACE,
+                                           created_at=now)
+        LockWaiterPath.objects.bulk_create(
+            [LockWaiterPath(waiter=waiter, workspace_id=workspace_id, path=p) for p in paths])
+    return int(waiter.pk)
+
+
+def _waiter_delete(ticket: int) -> int:
+    LockWaiterPath.objects.filter(waiter_id=ticket).delete()
+    return int(LockWaiter.objects.filter(pk=ticket).delete()[0])
+
+
+def _waiter_heartbeat(workspace_id: str, ticket: int) -> bool:
+    with transaction.atomic():
+        lock_workspace(workspace_id)
+        now = db_now()
+        return LockWaiter.objects.filter(pk=ticket, alive_until__gt=now).update(alive_until=now + WAITER_GRACE) == 1
+
+
+def _waiter_leave(workspace_id: str, ticket: int) -> None:
+    """Leave the queue (if still in it) and wake whoever may now be first."""
+    _wake_clear(ticket)
+    if not LockWaiter.objects.filter(pk=ticket).exists():
+        return  # granted: the grant removed us
+    try:
+        with transaction.atomic():
+            lock_workspace(workspace_id)
+            paths = list(LockWaiterPath.objects.filter(waiter_id=ticket).values_list("path", flat=True))
+            if _waiter_delete(ticket):
+                _wake_heads_on_commit(workspace_id, paths, now=db_now())
+    except Workspace.DoesNotExist:
+        return
+
+
+def _wake_heads_on_commit(workspace_id: str, paths: list[str], *, now: datetime) -> None:
+    """After commit, wake the waiters that may now be served: those overlapping `paths` that
+    have no earlier live waiter overlapping them."""
+    if not paths:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {_WAITER} WHERE workspace_id = %s AND alive_until > %s LIMIT 1",
+                       [workspace_id, _adapt(now)])
+        if cursor.fetchone() is None:
+            return
+    rows = LockWaiterPath.objects.filter(workspace_id=workspace_id, waiter__alive_until__gt=now) \
+        .order_by("waiter_id").values_list("waiter_id", "path")
+    queue: dict[int, list[str]] = {}
+    for wid, p in rows:
+        queue.setdefault(wid, []).append(p)
+    heads: list[int] = []
+    earlier: list[str] = []
+    for wid, wpaths in queue.items():
+        first = not any(paths_overlap(a, b) for a in wpaths for b in earlier)
+        if first and any(paths_overlap(a, b) for a in wpaths for b in paths):
+            heads.append(wid)
+        earlier.extend(wpaths)
+    if heads:
+        transaction.on_commit(lambda: _wake(heads))
+
+
+def _wake(tickets: list[int]) -> None:
+    from workspace.redis import get_redis
+
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for ticket in tickets:
+            key = _WAKE_KEY.format(ticket=ticket)
+            pipe.lpush(key, 1)
+            pipe.expire(key, 120)
+        pipe.execute()
+    except Exception as exc:  # only a hint: waiters re-check the database on their own
+        log.warning("could not wake lock waiters: %s", exc)
+
+
+def _wake_clear(ticket: int) -> None:
+    from workspace.redis import get_redis
+
+    try:
+        get_redis().delete(_WAKE_KEY.format(ticket=ticket))
+    except Exception as exc:
+        log.warning("could not clear a lock wake-up key: %s", exc)
+
+
+async def _wait_for_wake(key: str, timeout: float) -> None:
+    import redis.asyncio
+
+    client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
+    try:
+        await client.blpop([key], timeout=timeout)
+    except (redis.asyncio.RedisError, OSError) as exc:
+        log.warning("lock wake-ups unavailable, polling instead: %s", exc)
+        await asyncio.sleep(timeout)
+    finally:
+        await client.aclose()
+
+
+def _sleep_until_woken(ticket: int, timeout: float) -> None:
+    """Block until woken or `timeout`. It runs as a coroutine on the server's event loop, so a
+    client that disconnects cancels it: the CancelledError unwinds the waiting request, and
+    its `finally` takes it out of the queue."""
+    from asgiref.sync import async_to_sync
+
+    async_to_sync(_wait_for_wake)(_WAKE_KEY.format(ticket=ticket), max(0.01, timeout))
+
+
+# -- renew, release ----------------------------------------------------------------------------
+def _lock_in(workspace_id: str, lock_id: str) -> Lock:
+    lock = Lock.objects.select_related("holder", "on_behalf_of").filter(workspace_id=workspace_id,
+                                                                        pk=str(lock_id)[:64]).first()
+    if lock is None:
+        raise NotFound("lock", f"No lock {str(lock_id)[:64]} in this workspace.")
+    return lock
+
+
+def _gone(lock: Lock) -> Gone:
+    how = {"released": "was released", "force_released": "was force-released",
+           "expired": "expired"}.get(lock.state, "ended")
+    return Gone("lock_gone", f"The lock on {lock.path} {how} at {iso(lock.ended_at)}; it cannot be revived. "
+                "Acquire a new one.", state=lock.state, ended_at=iso(lock.ended_at))
+
+
+def lock_renew(*, access: Access, lock_id: str, ttl_seconds: int | None = None) -> Lock:
+    """Extend the caller's own active lock to `ttl_seconds` (default: its TTL) from now."""
+    if not access.at_least(Role.EDITOR):
+        raise Forbidden("forbidden", "Renewing locks needs the editor role.")
+    if ttl_seconds is not None:
+        _clean_ttl(ttl_seconds)
+    ws_id, user = access.workspace.id, access.user
+    gone: Gone | None = None
+    with transaction.atomic():
+        lock_workspace(ws_id)
+        now = db_now()
+        lock = _lock_in(ws_id, lock_id)
+        if lock.holder_id != user.pk:
+            raise Forbidden("not_holder", f"Only {lock.holder.username}, who holds this lock, may renew it.",
+                            holder=lock.holder.username)
+        if lock.state == Lock.State.ACTIVE and lock.expires_at <= now:
+            _expire(ws_id, [lock], now=now)
+        if lock.state != Lock.State.ACTIVE:
+            gone = _gone(lock)
+        else:
+            ttl = lock.ttl_seconds if ttl_seconds is None else ttl_seconds
+            old_expiry, new_expiry = lock.expires_at, now + timedelta(seconds=ttl)
+            Lock.objects.filter(pk=lock.pk, state=Lock.State.ACTIVE).update(
+                expires_at=new_expiry, ttl_seconds=ttl, renewals=F("renewals") + 1)
+            lock.expires_at, lock.ttl_seconds, lock.renewals = new_expiry, ttl, lock.renewals + 1
+            event_record(workspace_id=ws_id, type="lock.renewed", actor=user, target=lock.path,
+                         data=_event_data(lock, end=now, previous_expires_at=iso(old_expiry)))
+    # Raised after the block so that an expiry found on the way still commits.
+    if gone is not None:
+        raise gone
+    return lock
+
+
+def _release_own(workspace_id: str, lock_id: str, user: Any, now: datetime) -> Lock | None:
+    """The common case in one statement: the holder ends its own live lock."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {_LOCK} SET state = %s, ended_at = %s, ended_by_id = %s"
+            " WHERE id = %s AND workspace_id = %s AND holder_id = %s AND state = %s AND expires_at > %s"
+            " RETURNING path, token, reason, ttl_seconds, acquired_at, expires_at, renewals, on_behalf_of_id",
+            [Lock.State.RELEASED.value, _adapt(now), user.pk, str(lock_id)[:64], workspace_id, user.pk,
+             Lock.State.ACTIVE.value, _adapt(now)])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    path, token, reason, ttl, acquired_at, expires_at, renewals, on_behalf_of_id = row
+    lock = Lock(id=lock_id, workspace_id=workspace_id, path=path, holder=user, token=token, reason=reason,
+                ttl_seconds=ttl, acquired_at=_as_utc(acquired_at), expires_at=_as_utc(expires_at),
+                renewals=renewals, state=Lock.State.RELEASED, ended_at=now, ended_by=user)
+    owner = getattr(user, "on_behalf_of", None)
+    if owner is not None and owner.pk == on_behalf_of_id:
+        lock.on_behalf_of = owner
+    else:
+        lock.on_behalf_of_id = on_behalf_of_id
+    return lock
+
+
+def lock_release(*, access: Access, lock_id: str) -> Lock:
+    """The holder releases its lock; an admin or the owner may release anyone's (recorded as a
+    force release). An ended lock is `410 lock_gone`."""
+    ws_id, user = access.workspace.id, access.user
+    gone: Gone | None = None
+    with transaction.atomic():
+        lock_workspace(ws_id)
+        now = db_now()
+        lock = _release_own(ws_id, lock_id, user, now)
+        if lock is not None:
+            event_record(workspace_id=ws_id, type="lock.released", actor=user, target=lock.path,
+                         data=_event_data(lock, end=now))
+        else:
+            lock = _lock_in(ws_id, lock_id)
+            forced = lock.holder_id != user.pk
+            if forced and not access.at_least(Role.ADMIN):
+                raise Forbidden("not_holder", f"This lock is held by {lock.holder.username}; only its holder or "
+                                "a workspace admin may release it.", holder=lock.holder.username)
+            if lock.state == Lock.State.ACTIVE and lock.expires_at <= now:
+                _expire(ws_id, [lock], now=now)
+            if lock.state != Lock.State.ACTIVE:
+                gone = _gone(lock)
+            else:
+                state = Lock.State.FORCE_RELEASED if forced else Lock.State.RELEASED
+                Lock.objects.filter(pk=lock.pk, state=Lock.State.ACTIVE).update(state=state, ended_at=now,
+                                                                               ended_by=user)
+                lock.state, lock.ended_at, lock.ended_by = state, now, user
+                event_record(workspace_id=ws_id, type=f"lock.{state}", actor=user, target=lock.path,
+                             data=_event_data(lock, end=now, **({"forced_by": user.username} if forced else {})))
+        if gone is None:
+            _wake_heads_on_commit(ws_id, [lock.path], now=now)
+    if gone is not None:
+        raise gone
+    return lock
+
+
+# -- expiry ------------------------------------------------------------------------------------
+def lock_expire_due(*, workspace_id: str) -> int:
+    """Expire the workspace's due locks and drop its dead waiters, in one transaction."""
+    with transaction.atomic():
+        lock_workspace(workspace_id)
+        now = db_now()
+        due = list(Lock.objects.filter(workspace_id=workspace_id, state=Lock.State.ACTIVE, expires_at__lte=now)
+                   .select_related("holder", "on_behalf_of"))
+        expired = _expire(workspace_id, due, now=now) if due else 0
+        dead = list(LockWaiter.objects.filter(workspace_id=workspace_id, alive_until__lte=now)
+                    .values_list("pk", flat=True))
+        if dead:
+            paths = list(LockWaiterPath.objects.filter(waiter_id__in=dead).values_list("path", flat=True))
+            LockWaiterPath.objects.filter(waiter_id__in=dead).delete()
+            LockWaiter.objects.filter(pk__in=dead).delete()
+            _wake_heads_on_commit(workspace_id, paths, now=now)
+    return expired
+
+
+def lock_sweep() -> int:
+    """The periodic sweep (`locks.expire`): `lock.expired` for every due lock within one sweep
+    interval of its expiry, even if nobody touches the path."""
+    now = _adapt(db_now())
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT workspace_id FROM {_LOCK} WHERE state = %s AND expires_at <= %s"
+                       f" UNION SELECT DISTINCT workspace_id FROM {_WAITER} WHERE alive_until <= %s",
+                       [Lock.State.ACTIVE.value, now, now])
+        workspaces = sorted(row[0] for row in cursor.fetchall())
+    done = 0
+    for ws_id in workspaces:
+        try:
+            done += lock_expire_due(workspace_id=ws_id)
+        except Workspace.DoesNotExist:
+            continue
+    return done
+
+
+# -- enforcement on writes -------------------------------------------------------------------
+def _stale(message: str, **details: Any) -> Conflict:
+    return Conflict("stale_lock_token", message, **details)
 
 
 def lock_enforce_write(*, workspace_id: str, paths: list[str], user: Any, token: int | None) -> int | None:
@@ -9,10 +659,64 @@ def lock_enforce_write(*, workspace_id: str, paths: list[str], user: Any, token:
 
     Returns the fencing token the write was made under, if any. Runs inside the write's
     transaction, after the workspace row lock.
+    - Someone else's live lock covers a path: 423 (whatever the token).
+    - The caller's live lock covers a path: the token must be that lock's.
+    - A token must come from a grant of the caller's covering one of the paths, and must not be
+      older than the newest grant on any path it covers: the holder that stalled past its TTL
+      while another took and released the lock is refused (409 stale_lock_token).
     """
-    return None
+    now = db_now()
+    found, _ = _scan(workspace_id, paths, now=now, ticket=None, waiters=False)
+    if not found and token is None:
+        return None
+    overlapping = _load_locks(lock_id for lock_id, _ in found)
+    due = [lock for lock in overlapping if lock.expires_at <= now]
+    if due:
+        _expire(workspace_id, due, now=now)
+    held = [lock for lock in overlapping if lock.expires_at > now]
+    others = [lock for lock in held if lock.holder_id != user.pk]
+    if others:
+        raise _held_error(others, now=now, user=user)
+    if token is None:
+        if held:
+            raise _stale(f"You hold the lock on {held[0].path}: send its token in X-Lock-Token.",
+                         path=held[0].path)
+        return None
+    granted = list(Lock.objects.filter(workspace_id=workspace_id, token=token, holder_id=user.pk)
+                   .values_list("path", flat=True))
+    covered = {p: any(paths_overlap(g, p) for g in granted) for p in paths}
+    if not any(covered.values()):
+        raise _stale(f"X-Lock-Token {token} is not a lock of yours on {', '.join(paths)}.", paths=paths)
+    for lock in held:
+        if lock.token != token:
+            raise _stale(f"X-Lock-Token {token} is not the token of your current lock on {lock.path}"
+                         f"{' (it is older)' if token < lock.token else ''}.", path=lock.path)
+    newest = dict(Lock.objects.filter(workspace_id=workspace_id, path__in=sorted(
+        {c for p in paths for c in covering_paths(p)})).values("path").annotate(top=Max("token"))
+        .values_list("path", "top"))
+    for p in paths:
+        latest = max((newest[c] for c in covering_paths(p) if c in newest), default=None)
+        if covered[p] and latest is not None and token < latest:
+            raise _stale(f"X-Lock-Token {token} is stale: {p} has been locked again since (by a newer grant).",
+                         path=p)
+    return token
 
 
 def lock_state_for(*, workspace_id: str, paths: list[str]) -> dict[str, dict[str, Any]]:
     """The active lock covering each of `paths` (by the lock's own path or a subtree), as JSON."""
-    return {}
+    if not paths:
+        return {}
+    now = db_now()
+    wanted = sorted({c for p in paths for c in covering_paths(p)})
+    locks: dict[str, Lock] = {}
+    for start in range(0, len(wanted), 500):
+        for lock in Lock.objects.filter(workspace_id=workspace_id, state=Lock.State.ACTIVE, expires_at__gt=now,
+                                        path__in=wanted[start:start + 500]).select_related("holder"):
+            locks[lock.path] = lock
+    state: dict[str, dict[str, Any]] = {}
+    for p in paths:
+        lock = next((locks[c] for c in covering_paths(p) if c in locks), None)
+        if lock is not None:
+            state[p] = {"id": lock.id, "path": lock.path, "subtree": lock.subtree, "holder": lock.holder.username,
+                        "reason": lock.reason, "expires_at": iso(lock.expires_at)}
+    return state
