@@ -95,3 +95,39 @@ class TriggerAdmin(admin.ModelAdmin):
 @admin.register(TriggerFiring)
 class TriggerFiringAdmin(ReadOnlyAdmin):
     list_display = ("trigger", "source", "task_id", "error", "fired_at")
+
+
+# -- tasks, worklog, approvals, transfers (issue 4) ---------------------------------------------
+# Read-only: every change to these goes through workspace.services (rules, events, the worklog's
+# hash chain), never through a form.
+from workspace.models import Approval, Task, Transfer, WorklogEntry  # noqa: E402
+
+
+@admin.register(Task)
+class TaskAdmin(ReadOnlyAdmin):
+    list_display = ("id", "workspace", "number", "title", "queue", "kind", "status", "priority", "attempts",
+                    "claimed_by", "lease_expires_at")
+    list_filter = ("status",)
+    search_fields = ("id", "title", "kind", "queue")
+
+
+@admin.register(WorklogEntry)
+class WorklogEntryAdmin(ReadOnlyAdmin):
+    """Append-only for everyone, the admin included (the model refuses updates and deletes too)."""
+
+    list_display = ("workspace", "seq", "author", "task", "message", "created_at", "hash")
+    search_fields = ("message", "hash")
+
+
+@admin.register(Approval)
+class ApprovalAdmin(ReadOnlyAdmin):
+    list_display = ("id", "workspace", "title", "status", "task", "path", "version", "requested_by", "decided_by")
+    list_filter = ("status",)
+    search_fields = ("id", "title", "path")
+
+
+@admin.register(Transfer)
+class TransferAdmin(ReadOnlyAdmin):
+    list_display = ("id", "workspace", "from_user", "to", "status", "created_at", "expires_at")
+    list_filter = ("status",)
+    exclude = ("token_digest",)

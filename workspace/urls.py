@@ -12,3 +12,10 @@ urlpatterns = [
     path("", views.workspace_list, name="home"),
     path("w/<str:ws>/", views.workspace_detail, name="workspace"),
 ]
+
+# The page behind an ownership transfer's accept link (issue 4).
+from workspace.api.transfers import transfer_accept_page  # noqa: E402
+
+urlpatterns += [
+    path("transfers/<str:transfer_id>/accept", transfer_accept_page, name="transfer_accept"),
+]

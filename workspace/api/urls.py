@@ -51,3 +51,31 @@ urlpatterns += [
     path(f"{WS}/locks/<str:lock_id>", _locks.LockView.as_view(), name="lock"),
     path(f"{WS}/locks/<str:lock_id>/renew", _locks.LockRenewView.as_view(), name="lock-renew"),
 ]
+
+# Tasks, worklog, approvals and ownership transfers (issue 4). `tasks/batch` and `tasks/claim`
+# come before `tasks/<task_id>`, which would otherwise match them.
+from workspace.api import approvals as _approvals  # noqa: E402
+from workspace.api import tasks as _tasks  # noqa: E402
+from workspace.api import transfers as _transfers  # noqa: E402
+from workspace.api import worklog as _worklog  # noqa: E402
+
+urlpatterns += [
+    path(f"{WS}/tasks", _tasks.TasksView.as_view(), name="tasks"),
+    path(f"{WS}/tasks/batch", _tasks.TaskBatchView.as_view(), name="task-batch"),
+    path(f"{WS}/tasks/claim", _tasks.TaskClaimView.as_view(), name="task-claim"),
+    path(f"{WS}/tasks/<str:task_id>", _tasks.TaskDetailView.as_view(), name="task"),
+    path(f"{WS}/tasks/<str:task_id>/heartbeat", _tasks.TaskHeartbeatView.as_view(), name="task-heartbeat"),
+    path(f"{WS}/tasks/<str:task_id>/complete", _tasks.TaskCompleteView.as_view(), name="task-complete"),
+    path(f"{WS}/tasks/<str:task_id>/fail", _tasks.TaskFailView.as_view(), name="task-fail"),
+    path(f"{WS}/tasks/<str:task_id>/cancel", _tasks.TaskCancelView.as_view(), name="task-cancel"),
+    path(f"{WS}/tasks/<str:task_id>/reads", _tasks.TaskReadsView.as_view(), name="task-reads"),
+    path(f"{WS}/worklog", _worklog.WorklogView.as_view(), name="worklog"),
+    path(f"{WS}/worklog/verify", _worklog.WorklogVerifyView.as_view(), name="worklog-verify"),
+    path(f"{WS}/approvals", _approvals.ApprovalsView.as_view(), name="approvals"),
+    path(f"{WS}/approvals/<str:approval_id>", _approvals.ApprovalDetailView.as_view(), name="approval"),
+    path(f"{WS}/approvals/<str:approval_id>/decide", _approvals.ApprovalDecideView.as_view(), name="approval-decide"),
+    path(f"{WS}/transfers", _transfers.WorkspaceTransfersView.as_view(), name="workspace-transfers"),
+    path("transfers/<str:transfer_id>", _transfers.TransferDetailView.as_view(), name="transfer"),
+    path("transfers/<str:transfer_id>/accept", _transfers.TransferAcceptView.as_view(), name="transfer-accept-api"),
+    path("transfers/<str:transfer_id>/cancel", _transfers.TransferCancelView.as_view(), name="transfer-cancel"),
+]
