@@ -79,3 +79,13 @@ urlpatterns += [
     path("transfers/<str:transfer_id>/accept", _transfers.TransferAcceptView.as_view(), name="transfer-accept-api"),
     path("transfers/<str:transfer_id>/cancel", _transfers.TransferCancelView.as_view(), name="transfer-cancel"),
 ]
+
+# Intelligence: search, ask and index state (issue 5).
+from search import api as _search  # noqa: E402
+
+urlpatterns += [
+    path("search", _search.SearchView.as_view(), name="search"),
+    path(f"{WS}/search", _search.WorkspaceSearchView.as_view(), name="workspace-search"),
+    path(f"{WS}/ask", _search.AskView.as_view(), name="workspace-ask"),
+    path(f"{WS}/index", _search.IndexView.as_view(), name="workspace-index"),
+]

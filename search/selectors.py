@@ -1,0 +1,308 @@
+"""Reads of the index: hybrid search, index state (STYLE rule 2).
+
+A search runs its two retrievers side by side: the semantic one (encode the query, ask each
+workspace's Chroma collection) on a worker thread, which touches no database, while the keyword
+one (BM25 in SQL) runs on the request's own thread and connection. Both lists are then checked
+against the chunk rows, which are the truth about what is searchable and where the caller may
+look, collapsed to files when asked, and fused by reciprocal rank.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Q
+
+from search import keyword, vectors
+from search.models import Chunk, IndexState, KeywordStats
+from workspace.models import File
+
+MODES = ("hybrid", "semantic", "keyword")
+RRF_K = 60
+SNIPPET_CHARS = 280
+# Candidates each retriever returns before fusion and collapsing to files.
+MIN_DEPTH = 100
+MAX_DEPTH = 300
+# With filters, the semantic side first reads this many unfiltered neighbours and filters them
+# in SQL; only when too few survive does it ask Chroma to filter (slow on large collections).
+FILTERED_DEPTH = 1000
+
+_pool_lock = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        with _pool_lock:
+            if _pool is None:
+                _pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search")
+    return _pool
+
+
+@dataclass(frozen=True)
+class Filters:
+    prefix: str = ""
+    author_ids: tuple[int, ...] | None = None  # None: any author; (): an unknown author, nothing matches
+    task: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.prefix or self.author_ids is not None or self.task or self.since or self.until)
+
+    def q(self, prefix: str = "") -> Q:
+        """The filters as a condition on Chunk (or, with `prefix`, on a relation to it)."""
+        cond = Q()
+        if self.prefix:
+            cond &= Q(**{f"{prefix}path__startswith": self.prefix})
+        if self.author_ids is not None:
+            cond &= Q(**{f"{prefix}author_id__in": list(self.author_ids)})
+        if self.task:
+            cond &= Q(**{f"{prefix}task_id": self.task})
+        if self.since:
+            cond &= Q(**{f"{prefix}created_at__gte": self.since})
+        if self.until:
+            cond &= Q(**{f"{prefix}created_at__lte": self.until})
+        return cond
+
+    def where(self) -> dict[str, Any] | None:
+        """The same filters as a Chroma `where`, for the slow path."""
+        clauses: list[dict[str, Any]] = []
+        if self.prefix:
+            depth = self.prefix.count("/")
+            if depth <= vectors.MAX_DEPTH:
+                clauses.append({f"d{depth}": self.prefix})
+        if self.author_ids is not None:
+            clauses.append({"author_id": {"$in": list(self.author_ids) or [-1]}})
+        if self.task:
+            clauses.append({"task": self.task})
+        if self.since:
+            clauses.append({"created": {"$gte": int(self.since.timestamp())}})
+        if self.until:
+            clauses.append({"created": {"$lte": int(self.until.timestamp()) + 1}})
+        if not clauses:
+            return None
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def admits(self, chunk: Chunk) -> bool:
+        """Exact check in Python (SQLite's LIKE behind `startswith` ignores ASCII case)."""
+        return not self.prefix or chunk.path.startswith(self.prefix)
+
+
+@dataclass
+class Hit:
+    chunk: Chunk
+    score: float
+    snippet: str = ""
+    stale: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"workspace": self.chunk.workspace_id, "path": self.chunk.path, "version": self.chunk.version,
+                "score": round(self.score, 6), "snippet": self.snippet, "start": self.chunk.start,
+                "end": self.chunk.end, "stale": self.stale}
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    pending: int
+    degraded: list[str] = field(default_factory=list)
+
+
+def search(*, workspace_ids: Sequence[str], query: str, k: int = 10, mode: str = "hybrid",
+           filters: Filters | None = None, per_file: bool = True) -> SearchResult:
+    """The best `k` hits for `query` in exactly these workspaces (the caller checked access).
+
+    Raises vectors.VectorStoreError when the semantic side is needed alone and Chroma is down;
+    a hybrid search then degrades to keyword results and says so.
+    """
+    assert mode in MODES
+    filters = filters or Filters()
+    workspace_ids = list(dict.fromkeys(workspace_ids))
+    pending = IndexState.objects.filter(workspace_id__in=workspace_ids, status=IndexState.Status.PENDING).count() \
+        if workspace_ids else 0
+    if not workspace_ids or not query.strip():
+        return SearchResult(hits=[], pending=pending)
+    populated = _populated(workspace_ids)
+    stats = keyword.collection_stats(populated) if populated else (0, 0)
+    depth = min(max(MIN_DEPTH, 3 * k), MAX_DEPTH)
+    terms = keyword.query_terms(query)
+    semantic: Future[list[tuple[str, float]]] | None = None
+    if mode != "keyword" and populated:
+        semantic = _executor().submit(_semantic_candidates, query, populated,
+                                      FILTERED_DEPTH if filters.active else depth)
+    degraded: list[str] = []
+    lists: list[list[tuple[Chunk, float]]] = []
+    if mode != "semantic":
+        ranked = keyword.rank(terms=terms, workspace_ids=populated, stats=stats,
+                              chunk_filter=filters.q("chunk__") if filters.active else None, limit=depth)
+        lists.append(_hydrate(ranked, populated, filters))
+    if semantic is not None:
+        try:
+            neighbours = semantic.result()
+        except vectors.VectorStoreError:
+            if mode == "semantic":
+                raise
+            degraded.append("semantic")
+        else:
+            hits = _hydrate(neighbours, populated, filters)
+            if filters.active and len(hits) < depth and len(neighbours) >= FILTERED_DEPTH:
+                hits = _hydrate(_filtered_semantic(query, populated, filters, depth), populated, filters)
+            # Chroma reports cosine distance; the score is the similarity.
+            lists.insert(0, [(chunk, 1.0 - distance) for chunk, distance in hits])
+    if per_file:
+        lists = [_best_per_file(ranking) for ranking in lists]
+    fused = [] if not lists else lists[0] if len(lists) == 1 else _fuse(lists, by_file=per_file)
+    hits = [Hit(chunk=chunk, score=score) for chunk, score in fused[:k]]
+    _finish(hits, terms)
+    return SearchResult(hits=hits, pending=pending, degraded=degraded)
+
+
+def _populated(workspace_ids: list[str]) -> list[str]:
+    """The workspaces that have anything searchable (the others need no Chroma round trip)."""
+    return list(KeywordStats.objects.filter(workspace_id__in=workspace_ids, chunks__gt=0)
+                .values_list("workspace_id", flat=True))
+
+
+def _semantic_candidates(query: str, workspace_ids: list[str], n: int) -> list[tuple[str, float]]:
+    from search.embeddings import embed_query
+
+    vector = embed_query(query)
+    return _nearest(vector, workspace_ids, n, None)
+
+
+def _filtered_semantic(query: str, workspace_ids: list[str], filters: Filters, n: int) -> list[tuple[str, float]]:
+    from search.embeddings import embed_query
+
+    return _nearest(embed_query(query), workspace_ids, n, filters.where())
+
+
+def _nearest(vector: list[float], workspace_ids: list[str], n: int,
+             where: dict[str, Any] | None) -> list[tuple[str, float]]:
+    def one(ws: str) -> list[tuple[str, float]]:
+        return vectors.query(workspace_id=ws, vector=vector, n=n, where=where)
+
+    if len(workspace_ids) == 1:
+        found = one(workspace_ids[0])
+    else:
+        # Not the shared executor: this already runs on it, and nested waits could starve it.
+        with ThreadPoolExecutor(max_workers=min(8, len(workspace_ids))) as pool:
+            found = [hit for hits in pool.map(one, workspace_ids) for hit in hits]
+    found.sort(key=lambda item: item[1])
+    return found[:n]
+
+
+_CHUNK_FIELDS = ("id", "workspace_id", "path", "version", "start", "end", "text", "author_id", "task_id",
+                 "created_at")
+
+
+def _hydrate(ranked: list[tuple[str, float]], workspace_ids: list[str],
+             filters: Filters) -> list[tuple[Chunk, float]]:
+    """The ranked ids that are searchable chunks of these workspaces and pass the filters."""
+    if not ranked:
+        return []
+    qs = Chunk.objects.filter(id__in=[cid for cid, _ in ranked], workspace_id__in=workspace_ids)
+    if filters.active:
+        qs = qs.filter(filters.q())
+    rows = {chunk.id: chunk for chunk in qs.only(*_CHUNK_FIELDS)}
+    return [(rows[cid], score) for cid, score in ranked if cid in rows and filters.admits(rows[cid])]
+
+
+def _best_per_file(ranking: list[tuple[Chunk, float]]) -> list[tuple[Chunk, float]]:
+    seen: set[tuple[str, str]] = set()
+    best: list[tuple[Chunk, float]] = []
+    for chunk, score in ranking:
+        key = (chunk.workspace_id, chunk.path)
+        if key not in seen:
+            seen.add(key)
+            best.append((chunk, score))
+    return best
+
+
+def rrf(rankings: Sequence[Sequence[str]], *, k: int = RRF_K) -> list[tuple[str, float]]:
+    """Reciprocal rank fusion: score(d) = sum over rankings of 1 / (k + rank of d), rank from 1."""
+    scores: dict[str, float] = {}
+    for ranking in rankings:
+        for position, key in enumerate(ranking, start=1):
+            scores[key] = scores.get(key, 0.0) + 1.0 / (k + position)
+    return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _fuse(lists: list[list[tuple[Chunk, float]]], *, by_file: bool) -> list[tuple[Chunk, float]]:
+    """RRF over the lists, by file when they were collapsed to files (else by chunk); a fused
+    entry is shown through the chunk that ranked best for it in any one list."""
+    def group(chunk: Chunk) -> str:
+        return f"{chunk.workspace_id}\0{chunk.path}" if by_file else chunk.id
+
+    best: dict[str, tuple[int, Chunk]] = {}
+    rankings = []
+    for ranking in lists:
+        order = []
+        for position, (chunk, _) in enumerate(ranking):
+            key = group(chunk)
+            order.append(key)
+            if key not in best or position < best[key][0]:
+                best[key] = (position, chunk)
+        rankings.append(order)
+    return [(best[key][1], score) for key, score in rrf(rankings)]
+
+
+_WORDS = re.compile(r"\w+", re.UNICODE)
+
+
+def snippet(text: str, terms: Sequence[str], *, width: int = SNIPPET_CHARS) -> str:
+    """A window of the chunk around its first query term (or its start), cut at word boundaries."""
+    wanted = set(terms)
+    anchor = 0
+    if wanted:
+        for match in _WORDS.finditer(text):
+            if keyword.normalize(match.group()) in wanted:
+                anchor = match.start()
+                break
+    if len(text) <= width:
+        return text.strip()
+    start = max(0, min(anchor - width // 4, len(text) - width))
+    end = min(len(text), start + width)
+    if start > 0:
+        space = text.find(" ", start, start + 20)
+        start = space + 1 if space != -1 else start
+    if end < len(text):
+        space = text.rfind(" ", end - 20, end)
+        end = space if space != -1 else end
+    return f"{'…' if start > 0 else ''}{text[start:end].strip()}{'…' if end < len(text) else ''}"
+
+
+def _finish(hits: list[Hit], terms: Sequence[str]) -> None:
+    """Snippets, and `stale` where the file has moved on past the indexed version."""
+    if not hits:
+        return
+    wanted = {(h.chunk.workspace_id, h.chunk.path) for h in hits}
+    heads = {
+        (ws, path): version
+        for ws, path, version in File.objects.filter(
+            workspace_id__in={ws for ws, _ in wanted}, path__in={path for _, path in wanted},
+        ).values_list("workspace_id", "path", "version")
+    }
+    for hit in hits:
+        hit.snippet = snippet(hit.chunk.text, terms)
+        head = heads.get((hit.chunk.workspace_id, hit.chunk.path))
+        hit.stale = head is not None and head > hit.chunk.version
+
+
+def index_states(*, workspace_id: str, status: str | None = None) -> Any:
+    qs = IndexState.objects.filter(workspace_id=workspace_id, deleted=False)
+    return qs.filter(status=status) if status else qs
+
+
+def index_counts(*, workspace_id: str) -> dict[str, int]:
+    counts = {s.value: 0 for s in IndexState.Status}
+    rows = index_states(workspace_id=workspace_id).values("status").annotate(n=Count("id"))
+    counts.update({row["status"]: row["n"] for row in rows})
+    return counts
