@@ -8,6 +8,7 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
+MAX_HEADER_BYTES = 32 * 1024
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -46,6 +47,10 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith("/api/"):
+            header_bytes = sum(len(k) + len(str(v)) for k, v in request.META.items() if k.startswith("HTTP_"))
+            if header_bytes > MAX_HEADER_BYTES:
+                return _json(431, "headers_too_large",
+                             f"The request headers are larger than {MAX_HEADER_BYTES} bytes.", limit=MAX_HEADER_BYTES)
             limit = settings.MAX_FILE_SIZE if "/files/" in request.path else settings.DATA_UPLOAD_MAX_MEMORY_SIZE
             try:
                 declared = int(request.META.get("CONTENT_LENGTH") or 0)

@@ -6,6 +6,8 @@ import unicodedata
 from workspace.errors import Invalid
 
 MAX_PATH_BYTES = 1024
+# Characters drawn like a slash or backslash that NFKC leaves alone (Unicode confusables).
+_SLASH_LOOKALIKES = frozenset("\u2044\u2215\u2216\u29f5\u29f8\u29f9")
 
 
 def _invalid(message: str, path: str) -> Invalid:
@@ -27,7 +29,9 @@ def validate_path(path: str, *, directory: bool = False) -> str:
         raise _invalid("A path must not contain NUL or control characters.", path)
     if "\\" in path:
         raise _invalid("A path uses '/' as its separator; backslashes are not allowed.", path)
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in path):
+    # U+FFFD is what an invalid or overlong UTF-8 sequence in a URL decodes to: refuse it rather
+    # than store a name nobody can type again.
+    if any(0xD800 <= ord(ch) <= 0xDFFF or ch == "\ufffd" for ch in path):
         raise _invalid("A path must be valid UTF-8.", path)
     if unicodedata.normalize("NFC", path) != path:
         raise _invalid("A path must be in Unicode NFC form.", path)
@@ -40,11 +44,14 @@ def validate_path(path: str, *, directory: bool = False) -> str:
         body = path[:-1]
     elif path.endswith("/"):
         raise _invalid("A file path must not end with '/'.", path)
+    if any(ch in _SLASH_LOOKALIKES or (ch not in "/\\" and any(c in "/\\" for c in unicodedata.normalize("NFKC", ch)))
+           for ch in path):
+        raise _invalid("A path must not contain characters that look like '/' or '\\'.", path)
     for segment in body.split("/"):
         if segment == "":
             raise _invalid("A path must not contain empty segments ('//').", path)
-        if segment in {".", ".."}:
-            raise _invalid("A path must not contain '.' or '..' segments.", path)
+        if segment in {".", ".."} or unicodedata.normalize("NFKC", segment) in {".", ".."}:
+            raise _invalid("A path must not contain '.' or '..' segments (or look-alikes of them).", path)
         if segment != segment.strip() and segment.strip() == "":
             raise _invalid("A path segment must not be blank.", path)
     return path
