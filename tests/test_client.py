@@ -179,6 +179,20 @@ def test_importing_the_client_does_not_import_django() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+
+@pytest.mark.parametrize(("base_url", "root", "ws_root"), [
+    ("http://h:8000", "http://h:8000", "ws://h:8000"),
+    ("http://h:8000/api/v1/", "http://h:8000", "ws://h:8000"),
+    ("https://example.org/switchyard/api/v1", "https://example.org/switchyard", "wss://example.org/switchyard"),
+])
+def test_base_url_may_name_the_server_or_its_api_root(base_url: str, root: str, ws_root: str) -> None:
+    """GIVEN a base URL with or without /api/v1 (and behind a path prefix) WHEN a client is made
+    THEN requests go under one /api/v1 and WebSockets use the matching ws/wss origin."""
+    with Client(base_url, "t") as client:
+        assert client.transport.root == root and client.transport.ws_root == ws_root
+    with pytest.raises(ValueError):
+        Client("localhost:8000", "t")
+
 # -- retries -------------------------------------------------------------------------------------
 def test_429_is_retried_after_retry_after_plus_jitter_with_the_same_idempotency_key(fake: FakeApi) -> None:
     """GIVEN a server answering 429 Retry-After: 2 once WHEN the client creates a workspace

@@ -45,7 +45,6 @@ class HeldLock:
         self._valid_until = 0.0  # monotonic: when the lock ends by our clock if no renew lands
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._guard = threading.Lock()
 
     # -- what the block uses ------------------------------------------------------------------
     @property
@@ -110,7 +109,8 @@ class HeldLock:
         while not self._stop.wait(interval):
             sent = time.monotonic()
             try:
-                renewed = [self._api.renew(lock.id, ttl=self.ttl) for lock in self.locks]
+                renewed = [self._api.renew(lock.id, ttl=self.ttl, timeout=max(1.0, self.ttl / 3))
+                           for lock in self.locks]
             except (Gone, NotFound) as error:
                 self._lose(f"the lock on {', '.join(self.paths)} is gone ({error.code})", error)
                 return
@@ -121,9 +121,9 @@ class HeldLock:
                 log.warning("lock renew failed, retrying: %s", error)
                 interval = min(self.renew_every, max(0.1, (self._valid_until - time.monotonic()) / 3))
                 continue
-            with self._guard:
-                self.locks = [new if new.token else old for old, new in zip(self.locks, renewed, strict=True)]
-                self._valid_until = sent + self.ttl
+            # One assignment each, so the block's thread never sees a half-updated list.
+            self.locks = [new if new.token else old for old, new in zip(self.locks, renewed, strict=True)]
+            self._valid_until = sent + self.ttl
             interval = self.renew_every
 
     def _lose(self, message: str, cause: ClientError) -> None:

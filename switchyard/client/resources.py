@@ -88,10 +88,13 @@ class Locks(_Resource):
             items = [body] if single else body.get("locks", [])
             return [Lock.from_json(item) for item in items], sent
 
-    def renew(self, lock_id: str, *, ttl: int | None = None) -> Lock:
-        """Extend a held lock; `LockGone` if it already expired or was released."""
+    def renew(self, lock_id: str, *, ttl: int | None = None, timeout: float | None = None) -> Lock:
+        """Extend a held lock; `LockGone` if it already expired or was released.
+
+        `timeout` (seconds per attempt) lets a renewer give up in time to try again before expiry.
+        """
         body = self._t.json("POST", self._path("locks", quote_segment(lock_id), "renew"),
-                            json=drop_none(ttl_seconds=ttl))
+                            json=drop_none(ttl_seconds=ttl), timeout=timeout)
         return Lock.from_json(body or {"id": lock_id})
 
     def release(self, lock_id: str) -> None:

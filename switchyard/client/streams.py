@@ -91,8 +91,9 @@ class Stream(Generic[T]):
                 failures = 0
                 continue
             try:
+                # A short close timeout: closing a stream must not hang on a peer that went away.
                 conn = connect(self._ws_url(), additional_headers=self._t.auth_header,
-                               open_timeout=self.open_timeout, max_size=2**24)
+                               open_timeout=self.open_timeout, close_timeout=2, max_size=2**24)
             except InvalidStatus as exc:
                 status = exc.response.status_code
                 # A refused handshake (401/403/404) will not change by retrying the socket; the
