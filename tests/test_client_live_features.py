@@ -148,3 +148,29 @@ def test_topic_publish_stream_pull_and_ack(clients: tuple[Client, Client], pair:
     assert [(m.offset, m.deliveries) for m in leased] == [(1, 1), (2, 1), (3, 1)]
     theirs.topic("jobs").ack("g", [m.offset for m in leased])
     assert [m.offset for m in theirs.topic("jobs").pull("g", max=10)] == [4]
+
+
+@pytest.mark.slow  # the live workers load the embedding model and Chroma starts: a minute or more
+def test_search_ask_and_index_state(chroma: str, clients: tuple[Client, Client]) -> None:
+    """GIVEN a workspace with intelligence on and one file WHEN the index job has run THEN index_state()
+    shows it indexed with the per-status counts, workspace and cross-workspace search find the passage
+    (with its exact span) and ask() cites it."""
+    needs("search", "ask", "index")
+    mine, _ = clients
+    ws = mine.workspaces.create("intel", intelligence=True)
+    text = "# Berths\n\nThe harbour crane moves containers between the quay and the ships at berth four.\n"
+    ws.write("ops/berths.md", text)
+    deadline = time.monotonic() + 120
+    states = ws.index_state()
+    while [s.status for s in states] != ["indexed"]:
+        assert time.monotonic() < deadline, list(states)
+        time.sleep(0.3)
+        states = ws.index_state()
+    assert (states[0].path, states[0].indexed_version) == ("ops/berths.md", 1)
+    assert states.extra["counts"]["indexed"] == 1
+    hits = ws.search("crane", mode="keyword")
+    assert hits.pending == 0 and [(h.path, h.version, h.stale) for h in hits] == [("ops/berths.md", 1, False)]
+    assert text[hits.results[0].start:hits.results[0].end] == text.strip()
+    assert [h.workspace for h in mine.search("crane", mode="keyword")] == [ws.id]
+    answer = ws.ask("What moves containers between the quay and the ships?")
+    assert answer.answer and [(c.path, c.version) for c in answer.citations][:1] == [("ops/berths.md", 1)]

@@ -47,6 +47,7 @@ from switchyard.client.models import (
     Event,
     FileContent,
     FileVersion,
+    IndexEntry,
     Lock,
     Member,
     Message,
@@ -74,7 +75,7 @@ from switchyard.client.workspace import Workspace
 __all__ = [
     "AlreadyExists", "Answer", "ApiError", "Approval", "BadRequest", "Citation", "Client", "ClientError",
     "Conflict", "ConnectionFailed", "Event", "FileContent", "FileVersion", "Forbidden", "Gone", "HeldLock",
-    "IdempotencyInProgress", "Lock", "LockGone", "LockLost", "Locked", "Member", "Message", "Move", "NotClaimant",
+    "IdempotencyInProgress", "IndexEntry", "Lock", "LockGone", "LockLost", "Locked", "Member", "Message", "Move", "NotClaimant",
     "NotFound", "NotOwner", "Page", "PayloadTooLarge", "PipelineRun", "PreconditionFailed", "RateLimited",
     "RetryPolicy", "Rule", "SearchHit", "SearchResults", "ServerError", "StaleInputs", "StaleLockToken", "Stream",
     "Task", "Token", "Topic", "Transfer", "TreeEntry", "Trigger", "Unauthorized", "Unavailable", "Unprocessable",

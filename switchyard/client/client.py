@@ -123,10 +123,11 @@ class Client:
         return Workspace(self._t, ws_id)
 
     def search(self, query: str, *, k: int = 10, prefix: str | None = None, author: str | None = None,
-               mode: SearchMode = "hybrid") -> SearchResults:
-        """Search every workspace the caller can read (and no other)."""
+               mode: SearchMode = "hybrid", task: str | None = None, since: str | None = None,
+               until: str | None = None) -> SearchResults:
+        """Search every workspace the caller can read (and no other); each hit names its `workspace`."""
         return SearchResults.from_json(self._t.json("POST", "search", json=drop_none(
-            query=query, k=k, prefix=prefix, author=author, mode=mode)))
+            query=query, k=k, prefix=prefix, author=author, mode=mode, task=task, since=since, until=until)))
 
     def topic_stream(self, ws_id: str, topic: str, *, after: int | None = None, **options: Any) -> Stream[Message]:
         """Live messages of a topic, replayed from after `after` (from the start when None)."""

@@ -8,12 +8,13 @@ grows. Timestamps stay RFC 3339 strings; `parse_time()` turns one into an aware 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 __all__ = [
-    "Answer", "Approval", "Citation", "Event", "FileContent", "FileVersion", "Lock", "Member", "Message",
+    "Answer", "Approval", "Citation", "Event", "FileContent", "FileVersion", "IndexEntry", "Lock", "Member", "Message",
     "Move", "PipelineRun", "Rule", "SearchHit", "SearchResults", "Task", "Token", "Transfer", "TreeEntry",
     "Trigger", "User", "WorklogEntry", "WorklogVerification", "WorkspaceInfo", "parse_time",
 ]
@@ -296,13 +297,24 @@ class SearchHit(Model):
 
 @dataclass(frozen=True)
 class SearchResults(Model):
+    """Hits, best first; `pending` files are not searchable yet, `degraded` names retrievers that
+    were down (the hits then come from the others)."""
+
     results: list[SearchHit] = field(default_factory=list)
     pending: int = 0
+    degraded: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SearchResults:
         return cls(results=[SearchHit.from_json(h) for h in data.get("results", [])],
-                   pending=int(data.get("pending") or 0), raw=dict(data))
+                   pending=int(data.get("pending") or 0), degraded=list(data.get("degraded") or []),
+                   raw=dict(data))
+
+    def __iter__(self) -> Iterator[SearchHit]:
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
 
 
 @dataclass(frozen=True)
@@ -314,13 +326,31 @@ class Citation(Model):
 
 @dataclass(frozen=True)
 class Answer(Model):
+    """`[n]` in the answer refers to `citations[n - 1]`."""
+
     answer: str = ""
     citations: list[Citation] = field(default_factory=list)
+    pending: int = 0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Answer:
         return cls(answer=str(data.get("answer") or ""),
-                   citations=[Citation.from_json(c) for c in data.get("citations", [])], raw=dict(data))
+                   citations=[Citation.from_json(c) for c in data.get("citations", [])],
+                   pending=int(data.get("pending") or 0), raw=dict(data))
+
+
+@dataclass(frozen=True)
+class IndexEntry(Model):
+    """One file's index state: `status` is pending, indexed or error (`reason` says why)."""
+
+    path: str = ""
+    version: int = 0
+    indexed_version: int | None = None
+    status: str = ""
+    reason: str | None = None
+    chunks: int = 0
+    attempts: int = 0
+    updated_at: str | None = None
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ class Page(Generic[T]):
     results: list[T]
     next: str | None
     _fetch: Callable[[str], Page[T]] | None = field(default=None, repr=False, compare=False)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # other keys of the body
 
     def __iter__(self) -> Iterator[T]:
         return iter(self.results)
@@ -188,7 +189,8 @@ class Transport:
             query = {**base, "cursor": cursor} if cursor else base
             body = self.json("GET", path, params=query) or {}
             items = [parse(item) for item in body.get("results", [])]
-            return Page(items, body.get("next"), fetch)
+            extra = {k: v for k, v in body.items() if k not in ("results", "next")}
+            return Page(items, body.get("next"), fetch, extra)
 
         return fetch(None)
 

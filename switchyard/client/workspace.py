@@ -13,6 +13,7 @@ from switchyard.client.models import (
     Event,
     FileContent,
     FileVersion,
+    IndexEntry,
     Move,
     SearchResults,
     TreeEntry,
@@ -213,18 +214,20 @@ class Workspace:
 
     # -- intelligence -------------------------------------------------------------------------
     def search(self, query: str, *, k: int = 10, prefix: str | None = None, author: str | None = None,
-               mode: SearchMode = "hybrid") -> SearchResults:
+               mode: SearchMode = "hybrid", task: str | None = None, since: str | None = None,
+               until: str | None = None) -> SearchResults:
+        """Passages of this workspace's files, locked ones included; `since`/`until` are RFC 3339."""
         return SearchResults.from_json(self._t.json("POST", self._path("search"), json=drop_none(
-            query=query, k=k, prefix=prefix, author=author, mode=mode)))
+            query=query, k=k, prefix=prefix, author=author, mode=mode, task=task, since=since, until=until)))
 
     def ask(self, question: str) -> Answer:
         """An answer from the workspace's files, with the versions it cites."""
         return Answer.from_json(self._t.json("POST", self._path("ask"), json={"question": question}))
 
-    def index_state(self) -> dict[str, Any]:
-        """The index state per file (`pending`, `indexed`, `error`), as the server reports it."""
-        body: dict[str, Any] = self._t.json("GET", self._path("index")) or {}
-        return body
+    def index_state(self, *, status: str | None = None, limit: int | None = None) -> Page[IndexEntry]:
+        """The index state per file (`pending`, `indexed`, `error`); `extra["counts"]` has the
+        number of files in each state over the whole workspace."""
+        return self._t.page(self._path("index"), IndexEntry.from_json, params=drop_none(status=status, limit=limit))
 
     # -- events ---------------------------------------------------------------------------------
     def list_events(self, *, after: int = 0, types: Iterable[str] | None = None,
