@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 
-from switchyard.client import Client, Locked, LockLost, StaleLockToken, Workspace
+from switchyard.client import (
+    Client,
+    Forbidden,
+    Locked,
+    LockLost,
+    NotClaimant,
+    StaleInputs,
+    StaleLockToken,
+    Workspace,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -174,3 +183,52 @@ def test_search_ask_and_index_state(chroma: str, clients: tuple[Client, Client])
     assert [h.workspace for h in mine.search("crane", mode="keyword")] == [ws.id]
     answer = ws.ask("What moves containers between the quay and the ships?")
     assert answer.answer and [(c.path, c.version) for c in answer.citations][:1] == [("ops/berths.md", 1)]
+
+
+def test_task_lifecycle_approvals_transfers_and_triggers(live: Any, clients: tuple[Client, Client],
+                                                         pair: tuple[Workspace, Workspace], make_user: Any) -> None:
+    """GIVEN an owner and an agent sharing a workspace WHEN they go through a task's life, an approval,
+    a trigger and an ownership transfer THEN each refusal arrives as its typed error (NotClaimant,
+    StaleInputs listing the changed file, Forbidden) and each success returns the model of the change."""
+    needs("tasks/claim", "tasks/task_x/reads", "approvals", "approvals/apr_x/decide", "transfers",
+          "triggers/t1")
+    ws, theirs = pair
+    ws.write("in.txt", "v1")
+    created = ws.tasks.create("read and report", "report", queue="q", priority=5)
+    claimed = theirs.tasks.claim("q", kinds=["report"])
+    assert claimed is not None and claimed.id == created.id and claimed.lease_id
+    theirs.read("in.txt", task_id=claimed.id)
+    assert theirs.tasks.heartbeat(claimed.id, lease_seconds=120, lease_id=claimed.lease_id).status == "claimed"
+    with pytest.raises(NotClaimant):
+        ws.tasks.complete(claimed.id)
+    ws.write("in.txt", "v2")
+    with pytest.raises(StaleInputs) as stale:
+        theirs.tasks.complete(claimed.id, result={"ok": True}, lease_id=claimed.lease_id)
+    assert [f["path"] for f in stale.value.files] == ["in.txt"]
+    done = theirs.tasks.complete(claimed.id, result={"ok": True}, accept_stale=True)
+    assert (done.status, done.result) == ("done", {"ok": True})
+    retry = ws.tasks.create("flaky", "report", queue="q")
+    assert theirs.tasks.claim("q") is not None
+    assert theirs.tasks.fail(retry.id, "network down", retry=True).status in ("queued", "blocked")
+    assert ws.tasks.cancel(retry.id, reason="not needed").status == "cancelled"
+    assert [t.status for t in ws.tasks.list(queue="q").all()] == ["done", "cancelled"]
+
+    approval = theirs.approvals.request("publish the report", description="v2 is final", path="in.txt", version=2)
+    with pytest.raises(Forbidden):
+        theirs.approvals.decide(approval.id, "approve")
+    decided = ws.approvals.decide(approval.id, "approve", comment="ship it")
+    assert (decided.status, decided.decided_by, decided.comment) == ("approved", "olga", "ship it")
+    assert [a.id for a in ws.approvals.list(status="approved")] == [approval.id]
+
+    trigger = ws.triggers.put("on-research", on={"event": "file.written", "prefix": "research/"},
+                              create_task={"title": "summarise", "kind": "summary"})
+    assert trigger.name == "on-research" and ws.triggers.get("on-research").on["prefix"] == "research/"
+    ws.triggers.delete("on-research")
+    assert ws.triggers.list() == []
+
+    bob = make_user("bob")
+    offer = ws.transfers.create("bob", message="yours now")
+    assert offer.status == "pending" and offer.accept_url
+    with Client(live.url, bob.token) as as_bob:
+        accepted = as_bob.transfers.accept(offer.id)
+    assert accepted.status == "accepted" and ws.get().role == "admin"

@@ -103,7 +103,13 @@ class NotClaimant(Conflict):
 
 
 class StaleInputs(Conflict):
-    """409 `stale_inputs`: files the task read have newer versions; `details` lists them."""
+    """409 `stale_inputs`: files the task read have newer versions since it read them."""
+
+    @property
+    def files(self) -> list[dict[str, Any]]:
+        """The changed files with the version read and the current one, as the server lists them."""
+        value = self.details.get("files")
+        return list(value) if isinstance(value, list) else []
 
 
 class IdempotencyInProgress(Conflict):
