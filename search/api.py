@@ -65,8 +65,6 @@ def _filters(data: dict[str, Any]) -> selectors.Filters:
 
 
 def _search(data: dict[str, Any], workspace_ids: list[str]) -> Response:
-    if not data["query"].strip():
-        raise Invalid("invalid_query", "The query must not be blank.")
     try:
         result = selectors.search(workspace_ids=workspace_ids, query=data["query"], k=data["k"],
                                   mode=data["mode"], filters=_filters(data))
@@ -126,8 +124,6 @@ class AskView(ApiView):
         access = workspace_for(request.user, ws, need=Role.VIEWER)
         _require_intelligence(access.workspace)
         data = self.data(self.InputSerializer)
-        if not data["question"].strip():
-            raise Invalid("invalid_question", "The question must not be blank.")
         answer = answers.ask(workspace_ids=[access.workspace.id], question=data["question"])
         return Response({"answer": answer.text, "citations": answer.citations, "pending": answer.pending})
 

@@ -36,7 +36,8 @@ def on_event(event: dict[str, Any]) -> None:
     if not Workspace.objects.filter(pk=workspace_id, intelligence=True).exists():
         return
     if kind == "file.moved":
-        targets = [(data["from"], data["from_version"]), (data["to"], data["version"])]
+        # The destination first: while the source still has its chunks, their vectors are reused.
+        targets = [(data["to"], data["version"]), (data["from"], data["from_version"])]
     else:
         targets = [(data["path"], data["version"])]
     for path, version in targets:
