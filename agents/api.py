@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from agents import services
 from agents.models import ApiToken
 from workspace.api.base import ApiView, idempotent
+from workspace.api.fields import StrictCharField
 from workspace.api.pagination import keyset_page
 from workspace.api.schema import errors, page_of
 from workspace.errors import Forbidden
@@ -53,7 +54,7 @@ class MeView(ApiView):
 
 class AgentsView(ApiView):
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=64)
+        name = StrictCharField(max_length=64)
 
     class OutputSerializer(UserOutput):
         token = serializers.CharField()
@@ -71,7 +72,7 @@ class AgentsView(ApiView):
 
 class TokensView(ApiView):
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+        name = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
 
     class CreatedSerializer(TokenOutput):
         token = serializers.CharField()

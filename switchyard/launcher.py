@@ -218,7 +218,7 @@ class Launcher:
             except OSError:
                 return False
 
-        self.wait_for(up, "web", 60)
+        self.wait_for(up, "web", float(os.environ.get("SWITCHYARD_START_TIMEOUT", "180")))
 
     def run(self) -> int:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -232,6 +232,8 @@ class Launcher:
                 result = self.manage("migrate", "--noinput", check=False)
                 if result.returncode != 0:
                     raise SystemExit(f"migrate failed:\n{result.stdout}\n{result.stderr}")
+            if not (self.data_dir / "staticfiles").exists():
+                self.manage("collectstatic", "--noinput", "-v0", check=False)
             password = self.first_run()
             if self.args.seed:
                 self.manage("seed_demo", check=False)

@@ -146,7 +146,7 @@ def start_launcher(*, workers: int = 2, web_workers: int = 2, extra_env: dict[st
         except httpx.HTTPError:
             return False
 
-    _wait(up, "live server", 90)
+    _wait(up, "live server", 240)
     return server
 
 

@@ -16,6 +16,7 @@ from rest_framework.response import Response
 
 from workspace.access import workspace_for
 from workspace.api.base import ApiView, idempotent, raw_body
+from workspace.api.fields import StrictCharField
 from workspace.api.pagination import keyset_page, parse_int
 from workspace.api.schema import errors, page_of
 from workspace.errors import Invalid
@@ -228,8 +229,8 @@ class DiffView(ApiView):
 
 class MovesView(ApiView):
     class InputSerializer(serializers.Serializer):
-        from_ = serializers.CharField(max_length=4096)
-        to = serializers.CharField(max_length=4096)
+        from_ = StrictCharField(max_length=4096)
+        to = StrictCharField(max_length=4096)
         if_match = serializers.IntegerField(required=False, min_value=1, allow_null=True)
 
         def get_fields(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from rest_framework.response import Response
 
 from workspace.access import workspace_for
 from workspace.api.base import ApiView, idempotent
+from workspace.api.fields import StrictCharField
 from workspace.api.pagination import keyset_page
 from workspace.api.schema import errors, page_of
 from workspace.models import DirectoryRule, Membership, Role, Workspace
@@ -42,7 +43,7 @@ def workspace_json(ws: Workspace, role: str) -> dict[str, Any]:
 
 class WorkspacesView(ApiView):
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200)
+        name = StrictCharField(max_length=200)
         intelligence = serializers.BooleanField(required=False, default=True)
 
     @extend_schema(operation_id="workspace_list", responses={200: page_of("WorkspacePage", WorkspaceOutput()),
@@ -139,7 +140,7 @@ class RulesView(ApiView):
 
 class RuleView(ApiView):
     class InputSerializer(serializers.Serializer):
-        writers = serializers.ListField(child=serializers.CharField(max_length=150), max_length=1000)
+        writers = serializers.ListField(child=StrictCharField(max_length=150), max_length=1000)
 
     @extend_schema(operation_id="rule_set", request=InputSerializer,
                    responses={200: RuleOutput, **errors(400, 401, 403, 404)})
@@ -159,7 +160,7 @@ class RuleView(ApiView):
 
 class LayoutView(ApiView):
     class InputSerializer(serializers.Serializer):
-        agents = serializers.ListField(child=serializers.CharField(max_length=150), max_length=200)
+        agents = serializers.ListField(child=StrictCharField(max_length=150), max_length=200)
 
     @extend_schema(operation_id="layout_create", request=InputSerializer, responses={
         201: inline_serializer("Layout", {"directories": serializers.ListField(child=serializers.CharField()),
