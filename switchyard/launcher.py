@@ -232,8 +232,8 @@ class Launcher:
                 result = self.manage("migrate", "--noinput", check=False)
                 if result.returncode != 0:
                     raise SystemExit(f"migrate failed:\n{result.stdout}\n{result.stderr}")
-            if not (self.data_dir / "staticfiles").exists():
-                self.manage("collectstatic", "--noinput", "-v0", check=False)
+            # Every start: it copies only what changed, and a stale copy would shadow new assets.
+            self.manage("collectstatic", "--noinput", "-v0", check=False)
             password = self.first_run()
             if self.args.seed:
                 self.manage("seed_demo", check=False)
