@@ -1,0 +1,132 @@
+"""Getting a ready step onto a worker: one RQ job per ready step task, on the "pipeline" queue.
+
+A job claims exactly its own task (task_claim(task_id=...)), so a duplicate job is harmless: the
+claim goes to one of them and the other exits cleanly. What must never happen is a ready step
+with no job at all, so three paths enqueue:
+- the submission, once its transaction commits (every initially ready step, one Redis round trip);
+- the event listener (agents/pipelines/services.py), when a step becomes ready or is requeued;
+- the `pipelines.dispatch` sweep, for any ready step whose job is gone (a lost job, a killed
+  worker, a back-off that has just ended).
+The id of each step's latest job is kept in one Redis hash per run, so the sweep can tell a live
+job (queued, or started moments ago) from a dead one.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db import transaction
+
+from agents.pipelines.conf import QUEUE
+from workspace.ids import new_id
+
+log = logging.getLogger(__name__)
+
+JOBS_KEY = "sy:pl:jobs:{run}"
+JOBS_KEY_TTL = 7 * 24 * 3600
+# A started job claims its task within milliseconds; one that started longer ago than this while
+# its task is still queued has died (or exited without claiming).
+STARTED_GRACE = timedelta(seconds=10)
+# Margin over a step's own limits (stagger, timeout, a lock wait) before RQ kills the job itself.
+JOB_TIMEOUT_MARGIN = 120
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    run_id: str
+    task_id: str
+    timeout: float  # the step's timeout per attempt
+    stagger_ms: int = 0
+
+
+def _queue():  # noqa: ANN202 - an rq Queue
+    import django_rq
+
+    return django_rq.get_queue(QUEUE)
+
+
+def enqueue(items: list[Dispatch], *, at_front: bool = False) -> list[str]:
+    """Enqueue one job per item (after the current transaction commits, if there is one)."""
+    if not items:
+        return []
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: _enqueue_now(items, at_front=at_front))
+        return []
+    return _enqueue_now(items, at_front=at_front)
+
+
+def _enqueue_now(items: list[Dispatch], *, at_front: bool) -> list[str]:
+    from rq import Queue
+
+    from agents import jobs
+
+    queue = _queue()
+    pipe = queue.connection.pipeline()
+    datas = []
+    for item in items:
+        job_id = f"pl-{item.task_id}-{new_id('j')[2:]}"
+        datas.append(Queue.prepare_data(
+            jobs.run_step, args=(item.task_id,), job_id=job_id,
+            timeout=int(item.timeout + item.stagger_ms / 1000 + JOB_TIMEOUT_MARGIN),
+            result_ttl=600, failure_ttl=24 * 3600, at_front=at_front,
+            description=f"pipeline step {item.task_id} of {item.run_id}"))
+        key = JOBS_KEY.format(run=item.run_id)
+        pipe.hset(key, item.task_id, job_id)
+        pipe.expire(key, JOBS_KEY_TTL)
+    try:
+        queue.enqueue_many(datas, pipeline=pipe)
+        pipe.execute()
+    except Exception as exc:  # Redis down: the sweep enqueues again once it is back
+        log.warning("could not enqueue %d pipeline step(s): %s", len(items), exc)
+        return []
+    return [d.job_id for d in datas]
+
+
+def enqueue_job(func: object, *args: object, job_id: str | None = None, at_front: bool = False) -> None:
+    """A bookkeeping job (finishing a run, failure handling) on the pipeline queue, after commit."""
+    def now() -> None:
+        try:
+            _queue().enqueue(func, *args, job_id=job_id, at_front=at_front, result_ttl=600,
+                             failure_ttl=24 * 3600, job_timeout=300)
+        except Exception as exc:  # the sweep does the same work if this is lost
+            log.warning("could not enqueue %s%r: %s", getattr(func, "__name__", func), args, exc)
+
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(now)
+    else:
+        now()
+
+
+def live_jobs(run_id: str, task_ids: list[str]) -> set[str]:
+    """The tasks among `task_ids` whose latest job is queued, scheduled, or started just now."""
+    from rq.job import Job, JobStatus
+
+    if not task_ids:
+        return set()
+    connection = _queue().connection
+    job_ids = connection.hmget(JOBS_KEY.format(run=run_id), task_ids)
+    pairs = [(t, j.decode() if isinstance(j, bytes) else j) for t, j in zip(task_ids, job_ids, strict=True) if j]
+    if not pairs:
+        return set()
+    found = Job.fetch_many([j for _, j in pairs], connection=connection)
+    now = datetime.now(UTC)
+    live = set()
+    for (task_id, _), job in zip(pairs, found, strict=True):
+        if job is None:
+            continue
+        status = job.get_status(refresh=False)
+        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+            live.add(task_id)
+        elif status == JobStatus.STARTED and job.started_at is not None:
+            started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
+            if now - started < STARTED_GRACE:
+                live.add(task_id)
+    return live
+
+
+def forget_run(run_id: str) -> None:
+    try:
+        _queue().connection.delete(JOBS_KEY.format(run=run_id))
+    except Exception as exc:  # it expires on its own
+        log.warning("could not drop the job index of %s: %s", run_id, exc)
