@@ -89,3 +89,12 @@ urlpatterns += [
     path(f"{WS}/ask", _search.AskView.as_view(), name="workspace-ask"),
     path(f"{WS}/index", _search.IndexView.as_view(), name="workspace-index"),
 ]
+
+# Pipelines (issue 6): the agents app's engine; `workspace` only routes to it.
+from agents import api_pipelines as _pipelines  # noqa: E402
+
+urlpatterns += [
+    path(f"{WS}/pipelines", _pipelines.PipelinesView.as_view(), name="pipelines"),
+    path(f"{WS}/pipelines/<str:run_id>", _pipelines.PipelineDetailView.as_view(), name="pipeline"),
+    path(f"{WS}/pipelines/<str:run_id>/cancel", _pipelines.PipelineCancelView.as_view(), name="pipeline-cancel"),
+]
