@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -55,6 +55,7 @@ def _approvals(workspace_id: str) -> Any:
 
 
 class ApprovalsView(ApiView):
+    @extend_schema_serializer(component_name="ApprovalRequestInput")
     class InputSerializer(serializers.Serializer):
         title = serializers.CharField(max_length=500)
         description = serializers.CharField(required=False, allow_blank=True, default="",
@@ -100,6 +101,7 @@ class ApprovalDetailView(ApiView):
 
 
 class ApprovalDecideView(ApiView):
+    @extend_schema_serializer(component_name="ApprovalDecideInput")
     class InputSerializer(serializers.Serializer):
         decision = serializers.ChoiceField(choices=["approve", "reject"])
         comment = serializers.CharField(required=False, allow_blank=True, default="", max_length=svc.MAX_COMMENT,

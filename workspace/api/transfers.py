@@ -12,7 +12,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -78,11 +78,13 @@ class _OneTimeSecretResponse(Response):
 
 
 class WorkspaceTransfersView(ApiView):
+    @extend_schema_serializer(component_name="TransferOfferInput")
     class InputSerializer(serializers.Serializer):
         to = serializers.CharField(max_length=254)
         message = serializers.CharField(required=False, allow_blank=True, default="", max_length=svc.MAX_MESSAGE,
                                         trim_whitespace=False)
 
+    @extend_schema_serializer(component_name="TransferOffered")
     class CreatedSerializer(TransferOutput):
         token = serializers.CharField(allow_null=True)
         accept_url = serializers.CharField(allow_null=True)
@@ -117,6 +119,7 @@ class TransferDetailView(ApiView):
 
 
 class TransferAcceptView(ApiView):
+    @extend_schema_serializer(component_name="TransferAcceptInput")
     class InputSerializer(serializers.Serializer):
         token = serializers.CharField(max_length=200, required=False)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -40,6 +40,7 @@ def entry_json(entry: WorklogEntry) -> dict[str, Any]:
 
 
 class WorklogView(ApiView):
+    @extend_schema_serializer(component_name="WorklogAppendInput")
     class InputSerializer(serializers.Serializer):
         message = serializers.CharField(max_length=svc.MAX_MESSAGE, trim_whitespace=False)
         task = serializers.CharField(max_length=64, required=False, allow_null=True)

@@ -162,9 +162,9 @@ def _require_editor(access: Access, what: str) -> None:
 def _get_task(workspace_id: str, task_id: Any, *, for_update: bool = False) -> Task:
     if not isinstance(task_id, str) or not task_id or len(task_id) > 32:
         raise NotFound("task")
-    qs = Task.objects.filter(workspace_id=workspace_id, pk=task_id)
+    qs = Task.objects.filter(workspace_id=workspace_id, pk=task_id).select_related("claimed_by", "created_by")
     if for_update:
-        qs = qs.select_for_update()
+        qs = qs.select_for_update(of=("self",))
     task = qs.first()
     if task is None:
         raise NotFound("task")
@@ -323,8 +323,9 @@ def _clean_kinds(kinds: Iterable[str]) -> list[str]:
 
 
 def task_claim(*, access: Access, queue: str = "default", kinds: Iterable[str] = (),
-               lease_seconds: int | None = None) -> Task | None:
-    """Claim the oldest ready task of the highest priority in `queue` (of one of `kinds`, if given).
+               lease_seconds: int | None = None, task_id: str | None = None) -> Task | None:
+    """Claim the oldest ready task of the highest priority in `queue` (of one of `kinds`, if given),
+    or, with `task_id`, that one task if it is ready (the pipeline engine's jobs claim their own step).
 
     Of racing claimers each task goes to exactly one: on PostgreSQL the candidate row is taken
     with FOR UPDATE SKIP LOCKED; on SQLite the immediate transaction serialises claimers.
@@ -339,6 +340,8 @@ def task_claim(*, access: Access, queue: str = "default", kinds: Iterable[str] =
         Q(not_before__isnull=True) | Q(not_before__lte=Now()))
     if kind_list:
         ready = ready.filter(kind__in=kind_list)
+    if task_id is not None:
+        ready = ready.filter(pk=task_id)
     # An idle poll must not queue up behind the workspace lock: look before locking.
     if not ready.exists():
         return None
@@ -652,7 +655,6 @@ def task_fail(*, access: Access, task_id: str, error: str = "", retry: bool = Tr
         task = _get_task(ws_id, task_id, for_update=True)
         now = db_now()
         _check_claimant(task, access.user, lease_id, now)
-        task.claimed_by = access.user  # the same row: spares the lazy load _end_attempt would do
         _end_attempt(ws=ws, task=task, now=now, reason="failed", error=error or "failed by its claimant",
                      retry=retry, actor=access.user)
     return task
@@ -752,7 +754,8 @@ def task_expire_leases(*, limit: int = 500) -> int:
             except Workspace.DoesNotExist:
                 continue
             now = db_now()
-            expired = list(Task.objects.select_for_update(skip_locked=True).select_related("claimed_by", "created_by")
+            expired = list(Task.objects.select_for_update(skip_locked=True, of=("self",))
+                           .select_related("claimed_by", "created_by")
                            .filter(workspace_id=ws_id, status=TaskStatus.CLAIMED, lease_expires_at__lte=now)
                            .order_by("number")[:limit])
             for task in expired:

@@ -234,7 +234,8 @@ def transfer_cancel(*, user: Any, transfer_id: str) -> Transfer:
         raise Gone("transfer_expired", "This offer has already expired.", status="expired")
     with transaction.atomic():
         lock_workspace(transfer.workspace_id)
-        transfer = Transfer.objects.select_for_update().select_related("from_user").get(pk=transfer.pk)
+        transfer = Transfer.objects.select_for_update(of=("self",)).select_related("from_user").get(
+            pk=transfer.pk)
         _refuse_unless_pending(transfer)
         now = db_now()
         transfer.status = TransferStatus.CANCELLED
