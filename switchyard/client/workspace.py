@@ -183,7 +183,7 @@ class Workspace:
                     current, version = self._read_for_update(path)
                 # Many writers on one file: spread them out so one of them wins each round.
                 if attempt > 2:
-                    time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** attempt)))
+                    time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** min(attempt, 10))))
 
     def _read_for_update(self, path: str) -> tuple[bytes | None, int | None]:
         try:
