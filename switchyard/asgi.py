@@ -1,7 +1,13 @@
-"""ASGI entry point: HTTP through Django, WebSockets through Channels' router."""
+"""ASGI entry point: HTTP through Django, WebSockets through Channels' router, MCP at /mcp.
+
+The top-level application also speaks the ASGI lifespan protocol (Channels' ProtocolTypeRouter
+does not): the MCP session manager runs its task group for as long as the server runs.
+"""
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
@@ -10,10 +16,43 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from switchyard.mcp_server import endpoint as mcp_endpoint  # noqa: E402
+from switchyard.mcp_server import is_mcp_path  # noqa: E402
 from workspace.routing import websocket_urlpatterns  # noqa: E402
 from workspace.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
 
-application = ProtocolTypeRouter({
+log = logging.getLogger(__name__)
+
+router = ProtocolTypeRouter({
     "http": django_asgi_app,
     "websocket": TokenOrSessionAuthMiddleware(URLRouter(websocket_urlpatterns)),
 })
+
+
+async def lifespan(receive: Any, send: Any) -> None:
+    """Start the MCP session manager on `lifespan.startup`; stop it on `lifespan.shutdown`."""
+    message = await receive()
+    if message["type"] != "lifespan.startup":
+        return
+    started = False
+    try:
+        async with mcp_endpoint.running():
+            await send({"type": "lifespan.startup.complete"})
+            started = True
+            while (await receive())["type"] != "lifespan.shutdown":
+                pass
+    except Exception as exc:
+        log.exception("ASGI lifespan failed")
+        phase = "shutdown" if started else "startup"
+        await send({"type": f"lifespan.{phase}.failed", "message": f"{exc.__class__.__name__}: {exc}"})
+        return
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send)
+    elif scope["type"] == "http" and is_mcp_path(scope["path"]):
+        await mcp_endpoint(scope, receive, send)
+    else:
+        await router(scope, receive, send)
