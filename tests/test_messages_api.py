@@ -98,6 +98,11 @@ def test_bad_input_is_a_4xx_with_the_error_body_and_changes_nothing(live, owner,
         assert_error(api.get(f"{topic_url(ws, 'UP')}/messages"), 400, "invalid_topic")
         assert_error(api.post(f"{topic_url(ws, 't')}/messages", json={"body": [1, 2]}), 400, "invalid_body")
         assert_error(api.post(f"{topic_url(ws, 't')}/messages", json={}), 400)
+        assert_error(api.post(f"{topic_url(ws, 't')}/messages", json={"body": {"a": "nul\x00"}}), 400, "invalid_body")
+        assert_error(api.post(f"{topic_url(ws, 't')}/messages", content=b'{"body": {"a": "\\ud800"}}',
+                              headers={"Content-Type": "application/json"}), 400, "invalid_body")
+        assert_error(api.post(f"{topic_url(ws, 'x' * 101 + '.dead')}/messages", json={"body": {}}), 400,
+                     "invalid_topic")
         assert_error(api.post(f"{topic_url(ws, 't')}/messages", json={"body": {}, "key": "x" * 201}), 400)
         assert_error(api.post(f"{topic_url(ws, 't')}/messages", content=b"{not json",
                               headers={"Content-Type": "application/json"}), 400)
@@ -186,6 +191,15 @@ def test_a_message_past_its_delivery_limit_moves_to_the_dead_letter_topic(live, 
         # The key is no longer blocked by the dead message.
         got = pull(api, ws, "jobs", "g")
         assert [(m["offset"], m["deliveries"]) for m in got] == [(2, 1)]
+        # A dead-letter topic has no dead-letter topic: its group gives a failing message up.
+        assert len(pull(api, ws, "jobs.dead", "triage", visibility_seconds=0.5, max_deliveries=1)) == 1
+        deadline = time.monotonic() + 10
+        while api.get(f"{topic_url(ws, 'jobs.dead')}/groups/triage").json()["backlog"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert api.get(f"{topic_url(ws, 'jobs.dead')}/groups/triage").json()["backlog"] == 0
+        given_up = events_of(api, ws, "message.dead_lettered")[-1]["data"]
+        assert (given_up["topic"], given_up["dead_topic"], given_up["dead_offset"]) == ("jobs.dead", None, None)
+        assert [t["name"] for t in api.get(f"/api/v1/workspaces/{ws}/topics").json()["results"]] == ["jobs", "jobs.dead"]
 
 
 def test_messages_sharing_a_key_go_out_in_order_one_at_a_time_per_group(live, owner):

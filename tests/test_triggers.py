@@ -90,6 +90,7 @@ BAD_DEFINITIONS = [
     ("t", {"on": {"topic": "t"}, "create_task": {"title": "x", "priority": "high"}}, "invalid_create_task"),
     ("t", {"on": {"topic": "t"}, "create_task": {"title": "x", "payload": {"trigger": 1}}}, "invalid_create_task"),
     ("t", {"on": {"topic": "t"}, "create_task": ["title"]}, "invalid_create_task"),
+    ("t", {"on": {"topic": "t"}, "create_task": {"title": "x", "payload": {"a": "\x00"}}}, "invalid_create_task"),
     ("t", {"on": {"topic": "t"}}, "invalid"),
 ]
 

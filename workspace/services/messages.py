@@ -7,7 +7,7 @@
 - A consumer group leases messages (`group_pull`), at least once: an unacked message becomes
   visible again when its lease ends on the database clock, with its delivery count raised; past
   the group's `max_deliveries` it moves to `<topic>.dead`. Messages sharing a key go out in
-  order, one at a time per group.
+  order, one at a time per group. Acking deletes the group's row for the message; the log keeps it.
 - `inbox.<username>` topics are private to that account and the workspace's admins.
 """
 from __future__ import annotations
@@ -55,17 +55,54 @@ POLL_INTERVAL = 0.2
 
 # -- names and access -----------------------------------------------------------------------
 def validate_topic_name(name: Any) -> str:
-    """`[a-z0-9._-]`, up to 100 characters; a dead-letter topic may add `.dead` suffixes to that."""
+    """`[a-z0-9._-]`, up to 100 characters, plus `.dead` for a dead-letter topic."""
     if not isinstance(name, str):
         raise Invalid("invalid_topic", "A topic name is a string.")
-    base = name
-    while base.endswith(DEAD_SUFFIX) and len(base) > len(DEAD_SUFFIX):
-        base = base[: -len(DEAD_SUFFIX)]
-    if (not _NAME_RE.fullmatch(name) or not 1 <= len(base) <= NAME_MAX or len(name) > 2 * NAME_MAX
-            or set(name) == {"."}):
-        raise Invalid("invalid_topic", "A topic name is 1-100 characters of a-z, 0-9, '.', '_' and '-'.",
-                      topic=name[:200])
+    base = name[: -len(DEAD_SUFFIX)] if name.endswith(DEAD_SUFFIX) and len(name) > len(DEAD_SUFFIX) else name
+    if not _NAME_RE.fullmatch(name) or not 1 <= len(base) <= NAME_MAX or set(name) == {"."}:
+        raise Invalid("invalid_topic", "A topic name is 1-100 characters of a-z, 0-9, '.', '_' and '-' "
+                      "(a dead-letter topic adds '.dead').", topic=name[:200])
     return name
+
+
+def is_dead_letter_topic(name: str) -> bool:
+    return name.endswith(DEAD_SUFFIX)
+
+
+def clean_json_object(value: Any, *, code: str, what: str, max_bytes: int) -> int:
+    """Check that `value` is a JSON object every database stores faithfully (no NUL, no lone
+    surrogates, no NaN, not absurdly deep); returns its encoded size."""
+    if not isinstance(value, dict):
+        raise Invalid(code, f"{what} is a JSON object.")
+
+    def walk(item: Any, depth: int) -> None:
+        if depth > 64:
+            raise Invalid(code, f"{what} is nested too deeply.")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise Invalid(code, f"{what} must not contain NUL characters.")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise Invalid(code, f"{what} must be valid Unicode text.") from exc
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                walk(key, depth + 1)
+                walk(child, depth + 1)
+        elif isinstance(item, list):
+            for child in item:
+                walk(child, depth + 1)
+        elif isinstance(item, float):
+            if item != item or item in (float("inf"), float("-inf")):
+                raise Invalid(code, f"{what} must not contain NaN or infinities.")
+        elif not (item is None or isinstance(item, bool | int)):
+            raise Invalid(code, f"{what} must be JSON.")
+
+    walk(value, 0)
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise TooLarge("too_large", f"{what} is at most {max_bytes} bytes of JSON.", limit=max_bytes)
+    return size
 
 
 def validate_group_name(name: Any) -> str:
@@ -76,16 +113,12 @@ def validate_group_name(name: Any) -> str:
 
 
 def inbox_owners(name: str) -> set[str] | None:
-    """The usernames whose inbox `name` is (`inbox.<username>` and its dead-letter topics), or None
+    """The usernames whose inbox `name` is (`inbox.<username>` and its dead-letter topic), or None
     when `name` is not in the inbox namespace. The username must match exactly."""
     if not name.startswith(INBOX_PREFIX):
         return None
     rest = name[len(INBOX_PREFIX):]
-    owners = {rest}
-    while rest.endswith(DEAD_SUFFIX):
-        rest = rest[: -len(DEAD_SUFFIX)]
-        owners.add(rest)
-    return owners
+    return {rest, rest.removesuffix(DEAD_SUFFIX)}
 
 
 def can_read_topic(access: Access, name: str) -> bool:
@@ -171,13 +204,7 @@ def message_json(message: Message, topic: str, publisher: str | None = None) -> 
 
 # -- publishing -----------------------------------------------------------------------------------
 def _validate_body(body: Any) -> int:
-    if not isinstance(body, dict):
-        raise Invalid("invalid_body", "'body' is a JSON object.")
-    size = len(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
-    if size > BODY_MAX_BYTES:
-        raise TooLarge("too_large", f"A message body is at most {BODY_MAX_BYTES} bytes of JSON.",
-                       limit=BODY_MAX_BYTES)
-    return size
+    return clean_json_object(body, code="invalid_body", what="'body'", max_bytes=BODY_MAX_BYTES)
 
 
 def _validate_key(key: Any) -> str:
@@ -314,21 +341,28 @@ def _take_in(group: ConsumerGroup, topic: Topic) -> None:
 
 
 def _dead_letter(group: ConsumerGroup, topic: Topic, now: datetime) -> int:
-    """Move expired leases past the delivery limit to `<topic>.dead` (inside a locked transaction)."""
+    """Move expired leases past the delivery limit to `<topic>.dead` (inside a locked transaction).
+
+    A dead-letter topic has no dead-letter topic of its own: its group gives such a message up
+    (it stays in the log, and the event says so) rather than feed it around a loop.
+    """
     rows = list(_expired_over_limit(group, now).select_related("message").order_by("offset")[:PULL_MAX])
-    dead_name = topic.name + DEAD_SUFFIX
+    dead_name = None if is_dead_letter_topic(topic.name) else topic.name + DEAD_SUFFIX
     for row in rows:
         message = row.message
-        dead = _append(
-            workspace_id=topic.workspace_id, name=dead_name, body=message.body, key=message.key,
-            size=len(json.dumps(message.body, separators=(",", ":")).encode()), publisher=None,
-            meta={"dead_letter": {"topic": topic.name, "offset": message.offset, "group": group.name,
-                                  "deliveries": row.deliveries, "published_at": iso(message.published_at)}},
-        )
+        dead_offset = None
+        if dead_name is not None:
+            dead_offset = _append(
+                workspace_id=topic.workspace_id, name=dead_name, body=message.body, key=message.key,
+                size=len(json.dumps(message.body, separators=(",", ":"), ensure_ascii=False).encode()),
+                publisher=None,
+                meta={"dead_letter": {"topic": topic.name, "offset": message.offset, "group": group.name,
+                                      "deliveries": row.deliveries, "published_at": iso(message.published_at)}},
+            ).offset
         row.delete()
         event_record(workspace_id=topic.workspace_id, type="message.dead_lettered", target=topic.name,
                      data={"topic": topic.name, "group": group.name, "offset": message.offset,
-                           "deliveries": row.deliveries, "dead_topic": dead_name, "dead_offset": dead.offset})
+                           "deliveries": row.deliveries, "dead_topic": dead_name, "dead_offset": dead_offset})
     if rows:
         transaction.on_commit(lambda: _wake(topic.workspace_id, topic.name))
     return len(rows)

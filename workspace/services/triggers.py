@@ -25,7 +25,7 @@ from workspace.access import Access, workspace_for
 from workspace.errors import Forbidden, Invalid, NotFound, ServiceError
 from workspace.models import Event, Message, Role, Topic, Trigger, TriggerFiring
 from workspace.services.events import event_payload, event_record
-from workspace.services.messages import message_json, validate_topic_name
+from workspace.services.messages import clean_json_object, message_json, validate_topic_name
 from workspace.services.workspaces import lock_workspace
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ def _parse_on(on: Any) -> tuple[str, str, str]:
 
 
 def _parse_create_task(spec: Any) -> dict[str, Any]:
-    if not isinstance(spec, dict):
-        raise Invalid("invalid_create_task", "'create_task' is an object of task fields.")
+    clean_json_object(spec, code="invalid_create_task", what="'create_task'", max_bytes=256 * 1024)
     unknown = sorted(set(spec) - set(_TASK_FIELDS))
     if unknown:
         raise Invalid("invalid_create_task", f"Unknown task fields: {', '.join(unknown)}.", fields=unknown)
