@@ -46,9 +46,20 @@ def _wait_field() -> serializers.FloatField:
     return StrictFloatField(min_value=0, max_value=svc.MAX_WAIT_SECONDS, default=0)
 
 
+class PathField(serializers.CharField):
+    """A path exactly as sent: a JSON string (not a number), never trimmed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=4096, trim_whitespace=False, **kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 def _path_field() -> serializers.CharField:
-    # No trimming: a path is taken exactly as sent (the validator refuses what it would change).
-    return serializers.CharField(max_length=4096, trim_whitespace=False)
+    return PathField()
 
 
 class LockOutput(serializers.Serializer):

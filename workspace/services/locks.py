@@ -13,16 +13,13 @@
   The newest grant covering a path is remembered by the `Lock` rows themselves, which stay
   after the lock ends; a write must carry the token of the caller's lock on the path, and a
   token older than the path's newest grant is refused, even if it was once legitimate.
-- Waiting: a request that may wait queues a `LockWaiter` (its id is its ticket) and is served
-  when no earlier live waiter overlaps it and no lock blocks it, so nothing overtakes an earlier
-  waiter. No transaction is held while waiting; a Redis list per ticket is only a wake-up hint
-  (the waiter also re-checks the database on its own), and the waiter leaves the queue on
+- Waiting: a request that may wait joins the queue (workspace/services/lock_queue.py) and is
+  served when no earlier live waiter overlaps it and no lock blocks it, so nothing overtakes an
+  earlier waiter. No transaction is held while waiting, and the waiter leaves the queue on
   timeout, error or client disconnect.
 """
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -39,40 +36,34 @@ from workspace.ids import new_id
 from workspace.models import Lock, LockWaiter, LockWaiterPath, Role, Workspace
 from workspace.paths import validate_path
 from workspace.services.events import event_record, next_counter
+from workspace.services.lock_queue import (
+    FALLBACK_POLL_SECONDS,
+    HEARTBEAT_SECONDS,
+    adapt_time,
+    as_utc,
+    covering_paths,
+    db_now,
+    paths_overlap,
+    sleep_until_woken,
+    waiter_delete,
+    waiter_enqueue,
+    waiter_heartbeat,
+    waiter_leave,
+    wake_heads_on_commit,
+)
 from workspace.services.workspaces import lock_workspace
 
-log = logging.getLogger(__name__)
+__all__ = ["covering_paths", "db_now", "lock_acquire", "lock_acquire_waiting", "lock_enforce_write",
+           "lock_release", "lock_renew", "lock_state_for", "lock_summary", "lock_sweep", "paths_overlap"]
 
 T = TypeVar("T")
 
 MAX_WAIT_SECONDS = 60
 MAX_BATCH_PATHS = 100
 MAX_REASON = 500
-# A waiter refreshes `alive_until` about once a second; one that stops (its process died) no
-# longer holds back the queue once this grace has passed.
-WAITER_GRACE = timedelta(seconds=3)
-HEARTBEAT_SECONDS = 1.0
-# Without a wake-up (Redis down, a lost message) a waiter still re-checks this often.
-FALLBACK_POLL_SECONDS = 0.25
-_WAKE_KEY = "sy:lockwake:{ticket}"
 
 
-# -- time and paths ------------------------------------------------------------------------
-def db_now() -> datetime:
-    """The database's current time (UTC), the one clock every lock deadline is measured on."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
-            return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
-        # clock_timestamp(), not now(): now() is when the transaction began, which may be long
-        # before the workspace row lock was granted.
-        cursor.execute("SELECT clock_timestamp()" if connection.vendor == "postgresql" else "SELECT CURRENT_TIMESTAMP")
-        value = cursor.fetchone()[0]
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
+# -- input ------------------------------------------------------------------------
 def iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
 
@@ -82,16 +73,6 @@ def lock_path_validate(path: Any) -> str:
     if isinstance(path, str) and path.endswith("/"):
         return validate_path(path, directory=True)
     return validate_path(path)
-
-
-def covering_paths(path: str) -> list[str]:
-    """`path` itself and every subtree above it: the lock paths that would cover it."""
-    body = path[:-1] if path.endswith("/") else path
-    return [path] + [body[: i + 1] for i, ch in enumerate(body) if ch == "/"]
-
-
-def paths_overlap(a: str, b: str) -> bool:
-    return a == b or (a.endswith("/") and b.startswith(a)) or (b.endswith("/") and a.startswith(b))
 
 
 def _clean_paths(paths: Any) -> list[str]:
@@ -207,17 +188,6 @@ _WAITER = LockWaiter._meta.db_table
 _WAITER_PATH = LockWaiterPath._meta.db_table
 
 
-def _adapt(value: datetime) -> Any:
-    return connection.ops.adapt_datetimefield_value(value)
-
-
-def _as_utc(value: Any) -> datetime:
-    """A datetime read by a raw cursor: text or naive UTC on SQLite, aware on PostgreSQL."""
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def _overlap_sql(paths: list[str], column: str = "path") -> tuple[str, list[Any]]:
     """A condition on `column` matching every lock path that may overlap one of `paths`: the
     paths, the subtrees above them and, for a subtree, everything inside it."""
@@ -244,7 +214,7 @@ def _scan(workspace_id: str, paths: list[str], *, now: datetime, ticket: int | N
         sql += (f" UNION ALL SELECT 'W', CAST(wp.waiter_id AS VARCHAR(32)), wp.path, w.alive_until"
                 f" FROM {_WAITER_PATH} wp JOIN {_WAITER} w ON w.id = wp.waiter_id"
                 f" WHERE wp.workspace_id = %s AND w.alive_until > %s AND {wp_where}")
-        args += [workspace_id, _adapt(now), *wp_params]
+        args += [workspace_id, adapt_time(now), *wp_params]
         if ticket is not None:
             sql += " AND wp.waiter_id < %s"
             args.append(ticket)
@@ -256,7 +226,7 @@ def _scan(workspace_id: str, paths: list[str], *, now: datetime, ticket: int | N
         if not any(paths_overlap(path, p) for p in paths):
             continue
         if kind == "L":
-            locks.append((key, _as_utc(when)))
+            locks.append((key, as_utc(when)))
         else:
             ahead.add(int(key))
     return locks, ahead
@@ -293,7 +263,7 @@ def _expire(workspace_id: str, locks: list[Lock], *, now: datetime) -> int:
         lock.state, lock.ended_at = Lock.State.EXPIRED, lock.expires_at
         event_record(workspace_id=workspace_id, type="lock.expired", actor=None, target=lock.path,
                      data=_event_data(lock, end=lock.expires_at))
-    _wake_heads_on_commit(workspace_id, [lock.path for lock in locks], now=now)
+    wake_heads_on_commit(workspace_id, [lock.path for lock in locks], now=now)
     return len(locks)
 
 
@@ -304,7 +274,7 @@ def _insert(locks: list[Lock]) -> None:
     with connection.cursor() as cursor:
         cursor.executemany(sql, [[
             lock.id, lock.workspace_id, lock.path, lock.holder_id, lock.on_behalf_of_id, lock.token, lock.reason,
-            lock.ttl_seconds, _adapt(lock.acquired_at), _adapt(lock.expires_at), 0, Lock.State.ACTIVE.value,
+            lock.ttl_seconds, adapt_time(lock.acquired_at), adapt_time(lock.expires_at), 0, Lock.State.ACTIVE.value,
         ] for lock in locks])
 
 
@@ -335,7 +305,7 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
                           expires_at=now + timedelta(seconds=ttl)) for p in paths]
             _insert(locks)
             if ticket is not None:
-                _waiter_delete(ticket)
+                waiter_delete(ticket)
             for lock in locks:
                 event_record(workspace_id=ws_id, type="lock.acquired", actor=user, target=lock.path,
                              data=_event_data(lock, end=None, batch=len(locks) if len(locks) > 1 else None))
@@ -364,7 +334,7 @@ def lock_acquire_waiting(*, access: Access, paths: list[str], wait_seconds: floa
             raise
     deadline = time.monotonic() + wait
     ws_id, user = access.workspace.id, access.user
-    ticket = _waiter_enqueue(ws_id, user, paths)
+    ticket = waiter_enqueue(ws_id, user, paths)
     next_beat = time.monotonic() + HEARTBEAT_SECONDS
     try:
         while True:
@@ -381,126 +351,15 @@ def lock_acquire_waiting(*, access: Access, paths: list[str], wait_seconds: floa
             if isinstance(blocked, LockHeld):
                 # Be there when it expires, even if no wake-up comes (an expiry needs no request).
                 pause = min(pause, blocked.retry_in + 0.005)
-            _sleep_until_woken(ticket, pause)
+            sleep_until_woken(ticket, pause)
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + HEARTBEAT_SECONDS
-                if not _waiter_heartbeat(ws_id, ticket):
+                if not waiter_heartbeat(ws_id, ticket):
                     # We stalled past the grace and lost our place: queue again at the back.
-                    _waiter_leave(ws_id, ticket)
-                    ticket = _waiter_enqueue(ws_id, user, paths)
+                    waiter_leave(ws_id, ticket)
+                    ticket = waiter_enqueue(ws_id, user, paths)
     finally:
-        _waiter_leave(ws_id, ticket)
-
-
-# -- the queue -------------------------------------------------------------------------------
-def _waiter_enqueue(workspace_id: str, user: Any, paths: list[str]) -> int:
-    with transaction.atomic():
-        lock_workspace(workspace_id)
-        now = db_now()
-        # The id is the ticket: assigned under the workspace row lock, so in commit order.
-        waiter = LockWaiter.objects.create(workspace_id=workspace_id, user=user, alive_until=now + WAITER_GRACE,
-                                           created_at=now)
-        LockWaiterPath.objects.bulk_create(
-            [LockWaiterPath(waiter=waiter, workspace_id=workspace_id, path=p) for p in paths])
-    return int(waiter.pk)
-
-
-def _waiter_delete(ticket: int) -> int:
-    LockWaiterPath.objects.filter(waiter_id=ticket).delete()
-    return int(LockWaiter.objects.filter(pk=ticket).delete()[0])
-
-
-def _waiter_heartbeat(workspace_id: str, ticket: int) -> bool:
-    with transaction.atomic():
-        lock_workspace(workspace_id)
-        now = db_now()
-        return LockWaiter.objects.filter(pk=ticket, alive_until__gt=now).update(alive_until=now + WAITER_GRACE) == 1
-
-
-def _waiter_leave(workspace_id: str, ticket: int) -> None:
-    """Leave the queue (if still in it) and wake whoever may now be first."""
-    _wake_clear(ticket)
-    if not LockWaiter.objects.filter(pk=ticket).exists():
-        return  # granted: the grant removed us
-    try:
-        with transaction.atomic():
-            lock_workspace(workspace_id)
-            paths = list(LockWaiterPath.objects.filter(waiter_id=ticket).values_list("path", flat=True))
-            if _waiter_delete(ticket):
-                _wake_heads_on_commit(workspace_id, paths, now=db_now())
-    except Workspace.DoesNotExist:
-        return
-
-
-def _wake_heads_on_commit(workspace_id: str, paths: list[str], *, now: datetime) -> None:
-    """After commit, wake the waiters that may now be served: those overlapping `paths` that
-    have no earlier live waiter overlapping them."""
-    if not paths:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {_WAITER} WHERE workspace_id = %s AND alive_until > %s LIMIT 1",
-                       [workspace_id, _adapt(now)])
-        if cursor.fetchone() is None:
-            return
-    rows = LockWaiterPath.objects.filter(workspace_id=workspace_id, waiter__alive_until__gt=now) \
-        .order_by("waiter_id").values_list("waiter_id", "path")
-    queue: dict[int, list[str]] = {}
-    for wid, p in rows:
-        queue.setdefault(wid, []).append(p)
-    heads: list[int] = []
-    earlier: list[str] = []
-    for wid, wpaths in queue.items():
-        first = not any(paths_overlap(a, b) for a in wpaths for b in earlier)
-        if first and any(paths_overlap(a, b) for a in wpaths for b in paths):
-            heads.append(wid)
-        earlier.extend(wpaths)
-    if heads:
-        transaction.on_commit(lambda: _wake(heads))
-
-
-def _wake(tickets: list[int]) -> None:
-    from workspace.redis import get_redis
-
-    try:
-        pipe = get_redis().pipeline(transaction=False)
-        for ticket in tickets:
-            key = _WAKE_KEY.format(ticket=ticket)
-            pipe.lpush(key, 1)
-            pipe.expire(key, 120)
-        pipe.execute()
-    except Exception as exc:  # only a hint: waiters re-check the database on their own
-        log.warning("could not wake lock waiters: %s", exc)
-
-
-def _wake_clear(ticket: int) -> None:
-    from workspace.redis import get_redis
-
-    try:
-        get_redis().delete(_WAKE_KEY.format(ticket=ticket))
-    except Exception as exc:
-        log.warning("could not clear a lock wake-up key: %s", exc)
-
-
-async def _wait_for_wake(key: str, timeout: float) -> None:
-    import redis.asyncio
-
-    client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2)
-    try:
-        await client.blpop([key], timeout=timeout)
-    except (redis.asyncio.RedisError, OSError) as exc:
-        log.warning("lock wake-ups unavailable, polling instead: %s", exc)
-        await asyncio.sleep(timeout)
-    finally:
-        await client.aclose()
-
-
-def _sleep_until_woken(ticket: int, timeout: float) -> None:
-    """Block until woken or `timeout`. It runs as a coroutine on the server's event loop, so a
-    client that disconnects cancels it: the CancelledError unwinds the waiting request, and
-    its `finally` takes it out of the queue."""
-    from asgiref.sync import async_to_sync
-
-    async_to_sync(_wait_for_wake)(_WAKE_KEY.format(ticket=ticket), max(0.01, timeout))
+        waiter_leave(ws_id, ticket)
 
 
 # -- renew, release ----------------------------------------------------------------------------
@@ -559,14 +418,14 @@ def _release_own(workspace_id: str, lock_id: str, user: Any, now: datetime) -> L
             f"UPDATE {_LOCK} SET state = %s, ended_at = %s, ended_by_id = %s"
             " WHERE id = %s AND workspace_id = %s AND holder_id = %s AND state = %s AND expires_at > %s"
             " RETURNING path, token, reason, ttl_seconds, acquired_at, expires_at, renewals, on_behalf_of_id",
-            [Lock.State.RELEASED.value, _adapt(now), user.pk, str(lock_id)[:64], workspace_id, user.pk,
-             Lock.State.ACTIVE.value, _adapt(now)])
+            [Lock.State.RELEASED.value, adapt_time(now), user.pk, str(lock_id)[:64], workspace_id, user.pk,
+             Lock.State.ACTIVE.value, adapt_time(now)])
         row = cursor.fetchone()
     if row is None:
         return None
     path, token, reason, ttl, acquired_at, expires_at, renewals, on_behalf_of_id = row
     lock = Lock(id=lock_id, workspace_id=workspace_id, path=path, holder=user, token=token, reason=reason,
-                ttl_seconds=ttl, acquired_at=_as_utc(acquired_at), expires_at=_as_utc(expires_at),
+                ttl_seconds=ttl, acquired_at=as_utc(acquired_at), expires_at=as_utc(expires_at),
                 renewals=renewals, state=Lock.State.RELEASED, ended_at=now, ended_by=user)
     owner = getattr(user, "on_behalf_of", None)
     if owner is not None and owner.pk == on_behalf_of_id:
@@ -606,7 +465,7 @@ def lock_release(*, access: Access, lock_id: str) -> Lock:
                 event_record(workspace_id=ws_id, type=f"lock.{state}", actor=user, target=lock.path,
                              data=_event_data(lock, end=now, **({"forced_by": user.username} if forced else {})))
         if gone is None:
-            _wake_heads_on_commit(ws_id, [lock.path], now=now)
+            wake_heads_on_commit(ws_id, [lock.path], now=now)
     if gone is not None:
         raise gone
     return lock
@@ -627,14 +486,14 @@ def lock_expire_due(*, workspace_id: str) -> int:
             paths = list(LockWaiterPath.objects.filter(waiter_id__in=dead).values_list("path", flat=True))
             LockWaiterPath.objects.filter(waiter_id__in=dead).delete()
             LockWaiter.objects.filter(pk__in=dead).delete()
-            _wake_heads_on_commit(workspace_id, paths, now=now)
+            wake_heads_on_commit(workspace_id, paths, now=now)
     return expired
 
 
 def lock_sweep() -> int:
     """The periodic sweep (`locks.expire`): `lock.expired` for every due lock within one sweep
     interval of its expiry, even if nobody touches the path."""
-    now = _adapt(db_now())
+    now = adapt_time(db_now())
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT DISTINCT workspace_id FROM {_LOCK} WHERE state = %s AND expires_at <= %s"
                        f" UNION SELECT DISTINCT workspace_id FROM {_WAITER} WHERE alive_until <= %s",

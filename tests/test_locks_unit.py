@@ -1,0 +1,180 @@
+"""The lock manager in-process: path rules, the database clock, fencing decisions, the sweep,
+and the query count of the list endpoint."""
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from rest_framework.test import APIClient
+
+from workspace.access import workspace_for
+from workspace.errors import Conflict, Gone, Locked
+from workspace.models import Event, Lock, Role
+from workspace.services import files as file_svc
+from workspace.services import locks as svc
+from workspace.services.workspaces import member_set, workspace_create
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """These accounts sign in with tokens: no need for a slow password hash when making them."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def setup(make_user, make_agent):
+    owner = make_user("olivia")
+    ada = make_agent("ada", created_by=owner.user)
+    bert = make_agent("bert", created_by=owner.user)
+    ws = workspace_create(user=owner.user, name="unit", intelligence=False)
+    owner_access = workspace_for(owner.user, ws.id)
+    for agent in (ada, bert):
+        member_set(access=owner_access, username=agent.username, role=Role.EDITOR)
+    return {
+        "ws": ws, "owner": owner, "ada": ada, "bert": bert,
+        "ada_access": workspace_for(ada.user, ws.id), "bert_access": workspace_for(bert.user, ws.id),
+    }
+
+
+@pytest.mark.parametrize(("a", "b", "expected"), [
+    ("a.txt", "a.txt", True),
+    ("src/", "src/a.py", True),
+    ("src/a.py", "src/", True),
+    ("src/", "src/deep/", True),
+    ("src/", "srcs/a.py", False),
+    ("src", "src/", False),
+    ("src/a.py", "src/b.py", False),
+    ("Src/", "src/a.py", False),
+])
+def test_paths_overlap(a, b, expected):
+    """GIVEN two lock paths THEN they overlap exactly when equal or one is a subtree holding the other."""
+    assert svc.paths_overlap(a, b) is expected
+    assert svc.paths_overlap(b, a) is expected
+
+
+def test_covering_paths():
+    """GIVEN a path THEN the lock paths covering it are itself and every subtree above it."""
+    assert svc.covering_paths("a/b/c.txt") == ["a/b/c.txt", "a/", "a/b/"]
+    assert svc.covering_paths("a/b/") == ["a/b/", "a/"]
+    assert svc.covering_paths("top.txt") == ["top.txt"]
+
+
+@pytest.mark.django_db
+def test_db_now_is_the_database_clock_in_utc():
+    """GIVEN the database WHEN its time is read twice THEN it is UTC, current and moves forward."""
+    first = svc.db_now()
+    second = svc.db_now()
+    assert first.tzinfo is not None and first.utcoffset() == timedelta(0)
+    assert abs((first - datetime.now(UTC)).total_seconds()) < 5
+    assert second >= first
+
+
+@pytest.mark.django_db
+def test_moves_between_separately_locked_paths_need_one_grant(setup):
+    """GIVEN ada holding two paths through two separate grants WHEN she moves one onto the other
+    with either token THEN it is refused (one token cannot speak for the other grant); the same
+    move under one batch grant is accepted."""
+    ada = setup["ada_access"]
+    file_svc.file_write(access=ada, path="in/x.txt", content=b"x")
+    first = svc.lock_acquire(access=ada, paths=["in/x.txt"], ttl_seconds=60)[0]
+    second = svc.lock_acquire(access=ada, paths=["out/x.txt"], ttl_seconds=60)[0]
+    for token in (first.token, second.token):
+        with pytest.raises(Conflict) as refused:
+            file_svc.file_move(access=ada, src="in/x.txt", dst="out/x.txt", lock_token=token)
+        assert refused.value.code == "stale_lock_token"
+    for held in (first, second):
+        svc.lock_release(access=ada, lock_id=held.id)
+    batch = svc.lock_acquire(access=ada, paths=["out/x.txt", "in/x.txt"], ttl_seconds=60)
+    assert {lock.token for lock in batch} == {batch[0].token}
+    tomb, moved = file_svc.file_move(access=ada, src="in/x.txt", dst="out/x.txt", lock_token=batch[0].token)
+    assert moved.lock_token == batch[0].token and tomb.lock_token == batch[0].token
+
+
+@pytest.mark.django_db
+def test_a_token_is_checked_only_on_the_paths_its_grant_covers(setup):
+    """GIVEN ada's lock on inbox/job WHEN she moves it to an unlocked path that once had a newer
+    grant of someone else's THEN the move is accepted: the token fences inbox/job, not the
+    destination, which she never locked."""
+    ada, bert = setup["ada_access"], setup["bert_access"]
+    file_svc.file_write(access=ada, path="inbox/job", content=b"j")
+    held = svc.lock_acquire(access=ada, paths=["inbox/job"], ttl_seconds=60)[0]
+    other = svc.lock_acquire(access=bert, paths=["done/job"], ttl_seconds=60)[0]
+    svc.lock_release(access=bert, lock_id=other.id)
+    assert other.token > held.token
+    _, moved = file_svc.file_move(access=ada, src="inbox/job", dst="done/job", lock_token=held.token)
+    assert moved.lock_token == held.token
+
+
+@pytest.mark.django_db
+def test_the_sweep_expires_due_locks_once_and_records_them(setup):
+    """GIVEN one lock past its expiry and one still live WHEN the sweep runs twice THEN only the
+    due lock ends, as expired at its own expiry, with exactly one `lock.expired` event."""
+    ada = setup["ada_access"]
+    due = svc.lock_acquire(access=ada, paths=["old.txt"], ttl_seconds=60)[0]
+    live = svc.lock_acquire(access=ada, paths=["new.txt"], ttl_seconds=60)[0]
+    past = svc.db_now() - timedelta(seconds=1)
+    Lock.objects.filter(pk=due.pk).update(expires_at=past)
+    assert svc.lock_sweep() == 1
+    assert svc.lock_sweep() == 0
+    due.refresh_from_db()
+    live.refresh_from_db()
+    assert due.state == Lock.State.EXPIRED and due.ended_at == past
+    assert live.state == Lock.State.ACTIVE
+    events = list(Event.objects.filter(workspace=setup["ws"], type="lock.expired"))
+    assert len(events) == 1 and events[0].data["lock"] == due.id and events[0].actor is None
+    with pytest.raises(Gone):
+        svc.lock_renew(access=ada, lock_id=due.id)
+
+
+@pytest.mark.django_db
+def test_a_due_lock_is_gone_at_acquire_even_before_the_sweep(setup):
+    """GIVEN ada's lock past its expiry, not yet swept WHEN bert asks for the path THEN he gets it,
+    and ada's expiry is recorded first, in the same transaction."""
+    held = svc.lock_acquire(access=setup["ada_access"], paths=["p.txt"], ttl_seconds=60)[0]
+    Lock.objects.filter(pk=held.pk).update(expires_at=svc.db_now() - timedelta(milliseconds=5))
+    taken = svc.lock_acquire(access=setup["bert_access"], paths=["p.txt"], ttl_seconds=60)[0]
+    types = list(Event.objects.filter(workspace=setup["ws"], type__startswith="lock.").values_list("type", flat=True))
+    assert types == ["lock.acquired", "lock.expired", "lock.acquired"]
+    assert taken.token > held.token
+
+
+@pytest.mark.django_db
+def test_a_live_lock_is_not_ended_early(setup):
+    """GIVEN a lock one second from its expiry WHEN the sweep runs and someone else asks THEN it
+    still holds."""
+    held = svc.lock_acquire(access=setup["ada_access"], paths=["q.txt"], ttl_seconds=60)[0]
+    Lock.objects.filter(pk=held.pk).update(expires_at=svc.db_now() + timedelta(seconds=1))
+    assert svc.lock_sweep() == 0
+    with pytest.raises(Locked):
+        svc.lock_acquire(access=setup["bert_access"], paths=["q.txt"], ttl_seconds=60)
+
+
+@pytest.mark.django_db
+def test_tokens_grow_per_workspace(setup, make_user):
+    """GIVEN two workspaces WHEN locks are granted in both THEN each workspace's tokens grow on
+    their own, and every grant in one is larger than the grants before it."""
+    ada = setup["ada_access"]
+    other_ws = workspace_create(user=setup["owner"].user, name="other", intelligence=False)
+    owner_other = workspace_for(setup["owner"].user, other_ws.id)
+    tokens = [svc.lock_acquire(access=ada, paths=[f"t{i}"], ttl_seconds=60)[0].token for i in range(3)]
+    elsewhere = svc.lock_acquire(access=owner_other, paths=["t0"], ttl_seconds=60)[0].token
+    assert tokens == sorted(tokens) and len(set(tokens)) == 3
+    assert elsewhere == 1
+
+
+@pytest.mark.django_db
+def test_list_endpoint_query_count_does_not_grow_with_locks(setup, django_assert_max_num_queries):
+    """GIVEN 3 and then 30 active locks WHEN the list is read THEN the number of queries is the
+    same small number."""
+    ada = setup["ada_access"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {setup['ada'].token}")
+    url = f"/api/v1/workspaces/{setup['ws'].id}/locks"
+    for i in range(3):
+        svc.lock_acquire(access=ada, paths=[f"few/{i}"], ttl_seconds=60)
+    with django_assert_max_num_queries(6):
+        assert len(client.get(url).json()["results"]) == 3
+    for i in range(27):
+        svc.lock_acquire(access=ada, paths=[f"many/{i}"], ttl_seconds=60)
+    with django_assert_max_num_queries(6):
+        assert len(client.get(url).json()["results"]) == 30
