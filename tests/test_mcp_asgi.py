@@ -52,3 +52,23 @@ def test_lifespan_starts_the_mcp_endpoint_and_routing_keeps_django_for_the_rest(
         assert after.status_code == 503
 
     anyio.run(scenario)
+
+
+def test_the_asgi_application_and_the_mcp_command_do_not_import_torch():
+    """GIVEN a fresh interpreter WHEN the ASGI application (with the MCP tools) and the `mcp` command load
+    THEN neither torch, sentence-transformers nor chromadb is imported (STYLE rule 10: fast start-up)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, live_env
+
+    code = (
+        "import sys, switchyard.asgi;"
+        "from django.core.management import load_command_class; load_command_class('workspace', 'mcp');"
+        "heavy = sorted(m for m in ('torch', 'sentence_transformers', 'chromadb', 'transformers') if m in sys.modules);"
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={**live_env(), "DJANGO_SETTINGS_MODULE": "switchyard.settings"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
