@@ -1,4 +1,4 @@
-"""Browser pages."""
+"""Browser pages (workspace/views/). Paths under /w/<ws>/ are one workspace's pages."""
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
@@ -6,11 +6,31 @@ from django.urls import path
 
 from workspace import views
 
+W = "w/<str:ws>"
+
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.workspace_list, name="home"),
-    path("w/<str:ws>/", views.workspace_detail, name="workspace"),
+    path("search/", views.global_search_page, name="global-search"),
+    path("offers/<str:transfer_id>/", views.offer_respond, name="offer-respond"),
+    path(f"{W}/", views.workspace_home, name="workspace"),
+    path(f"{W}/files/<path:path>", views.file_view, name="file"),
+    path(f"{W}/raw/<path:path>", views.file_raw, name="raw"),
+    path(f"{W}/history/<path:path>", views.file_history, name="history"),
+    path(f"{W}/diff/<path:path>", views.file_diff, name="diff"),
+    path(f"{W}/locks/", views.locks_page, name="locks"),
+    path(f"{W}/locks/<str:lock_id>/release", views.lock_release_view, name="lock-release"),
+    path(f"{W}/tasks/", views.task_board_page, name="tasks"),
+    path(f"{W}/tasks/<str:task_id>/", views.task_page, name="task"),
+    path(f"{W}/worklog/", views.worklog_page, name="worklog"),
+    path(f"{W}/approvals/", views.approvals_page, name="approvals"),
+    path(f"{W}/approvals/<str:approval_id>/decide", views.approval_decide_view, name="approval-decide"),
+    path(f"{W}/activity/", views.activity_page, name="activity"),
+    path(f"{W}/search/", views.search_page, name="search"),
+    path(f"{W}/members/", views.members_page, name="members"),
+    path(f"{W}/members/action", views.members_action, name="members-action"),
+    path(f"{W}/transfer", views.transfer_offer_view, name="transfer-offer"),
 ]
 
 # The page behind an ownership transfer's accept link (issue 4).
