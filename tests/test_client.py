@@ -28,6 +28,7 @@ from switchyard.client import (
     ApiError,
     BadRequest,
     Client,
+    ClientError,
     ConnectionFailed,
     Locked,
     LockGone,
@@ -294,6 +295,20 @@ def test_an_in_progress_duplicate_is_waited_for(fake: FakeApi) -> None:
     assert entry.seq == 1 and len(fake.seen) == 2
     assert fake.seen[0].headers["idempotency-key"] == fake.seen[1].headers["idempotency-key"]
 
+
+
+def test_a_malformed_request_is_not_retried(fake: FakeApi) -> None:
+    """GIVEN a token that cannot go in a header WHEN calling THEN a ClientError is raised at once,
+    with no retry and nothing sent; without a token no Authorization header is sent, and an unhealthy
+    server's 503 comes back as the health body, once, not retried."""
+    sleeps = Sleeps()
+    with Client(fake.url, "bad\ntoken", retry=RetryPolicy(sleep=sleeps)) as bad, pytest.raises(ClientError):
+        bad.me()
+    assert sleeps.waits == [] and fake.seen == []
+    fake.queue(Reply(503, {"status": "error", "checks": {"database": "ok", "index": "error: down"}}))
+    with Client(fake.url) as anonymous:
+        assert anonymous.health()["checks"]["index"] == "error: down"
+    assert len(fake.seen) == 1 and "authorization" not in fake.seen[0].headers
 
 # -- errors ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("reply", "cls"), [

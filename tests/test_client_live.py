@@ -288,3 +288,25 @@ def test_event_stream_falls_back_to_polling_when_upgrades_fail(live: Any, owner:
     assert mode == "polling" and proxy.upgrades_refused == 3
     assert [e.type for e in first] == ["workspace.created", "file.written"]
     assert [e.target for e in second] == ["p2.txt"]
+
+
+def test_agents_tokens_layout_and_health(live: Any, client: Client, ws: Workspace) -> None:
+    """GIVEN a human account WHEN it creates an agent, lays the workspace out for it, and issues and
+    revokes a personal token THEN the agent's one-time token works and it alone writes its directory,
+    the revoked token is Unauthorized, and health answers without credentials."""
+    bot = client.agents.create("bot")
+    assert bot.kind == "agent" and bot.token and bot.on_behalf_of == "olga"
+    layout = ws.create_layout(["bot"])
+    assert "agent-bot/" in layout["directories"] and layout["rules"] == [{"prefix": "agent-bot/", "writers": ["bot"]}]
+    with Client(live.url, bot.token) as as_bot:
+        assert as_bot.me().username == "bot"
+        assert as_bot.workspace(ws.id).write("agent-bot/notes.md", "mine").version == 1
+    with pytest.raises(NotOwner):
+        ws.write("agent-bot/notes.md", "not mine")
+    issued = client.tokens.create("script")
+    assert issued.token and issued.id in [t.id for t in client.tokens.list().all()]
+    client.tokens.revoke(issued.id)
+    with Client(live.url, issued.token, retry=RetryPolicy(max_attempts=1)) as revoked, pytest.raises(Unauthorized):
+        revoked.me()
+    with Client(live.url) as anonymous:
+        assert anonymous.health()["checks"]["database"] == "ok"

@@ -82,13 +82,13 @@ class _TransferInbox:
 class Client:
     """A Switchyard API client for one account.
 
-    `Client("http://localhost:8000", token)`; then `client.workspace(ws_id)` for a workspace's
+    `Client("http://localhost:8000", token)` (no token: only `health()` answers); then `client.workspace(ws_id)` for a workspace's
     files, locks, tasks and the rest. Every mutating request carries a fresh `Idempotency-Key`,
     so 429, 503 and dropped connections are retried safely (see `RetryPolicy`). Errors raise
     `ApiError` subclasses carrying the API's error body. Thread-safe: share one client.
     """
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None,
+    def __init__(self, base_url: str, token: str | None = None, *, timeout: float = 30.0, retry: RetryPolicy | None = None,
                  http: httpx.Client | None = None) -> None:
         self._t = Transport(base_url, token, timeout=timeout, retry=retry, http=http)
         self.workspaces = _Workspaces(self._t)
@@ -111,8 +111,9 @@ class Client:
         return self._t
 
     def health(self) -> dict[str, Any]:
-        """The server's health checks (no auth needed); a `503` raises `Unavailable` after retries."""
-        body: dict[str, Any] = self._t.json("GET", "health")
+        """The server's health checks (no auth needed). An unhealthy server's `503` is returned as
+        its body, not retried or raised: a probe wants to know which check fails, now."""
+        body: dict[str, Any] = self._t.request("GET", "health", ok=(503,)).json()
         return body
 
     def me(self) -> User:

@@ -18,6 +18,7 @@ import httpx
 
 from switchyard.client.errors import (
     ApiError,
+    ClientError,
     ConnectionFailed,
     IdempotencyInProgress,
     error_from_response,
@@ -108,7 +109,7 @@ def _root(base_url: str) -> str:
 class Transport:
     """Sends API requests: the bearer token, retries with jitter, idempotency keys, error mapping."""
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 30.0, retry: RetryPolicy | None = None,
+    def __init__(self, base_url: str, token: str | None, *, timeout: float = 30.0, retry: RetryPolicy | None = None,
                  user_agent: str = "switchyard-client/1", http: httpx.Client | None = None) -> None:
         self.root = _root(base_url)
         self.token = token
@@ -118,7 +119,8 @@ class Transport:
 
     @property
     def auth_header(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
+        """The bearer header, or none without a token (enough for `health`)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def ws_root(self) -> str:
@@ -131,11 +133,11 @@ class Transport:
 
     def request(self, method: str, path: str, *, json: Any = None, content: bytes | None = None,
                 params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None,
-                timeout: float | None = None) -> httpx.Response:
+                timeout: float | None = None, ok: tuple[int, ...] = ()) -> httpx.Response:
         """Send `method path` under the API root, retrying what is safe to retry.
 
-        `path` is relative to `/api/v1/` and already quoted. 2xx and 304 are returned; any other
-        status raises the matching `ApiError` subclass.
+        `path` is relative to `/api/v1/` and already quoted. 2xx, 304 and the statuses in `ok`
+        are returned at once; any other status raises the matching `ApiError` subclass.
         """
         method = method.upper()
         url = f"{self.root}/api/v1/{path.lstrip('/')}"
@@ -152,13 +154,16 @@ class Transport:
                     method, url, json=json, content=content, params=query, headers=sent,
                     timeout=httpx.Timeout(timeout if timeout is not None else self.timeout),
                 )
+            except (httpx.LocalProtocolError, httpx.UnsupportedProtocol) as exc:
+                # Our own request is malformed (a bad header value, say): sending it again cannot help.
+                raise ClientError(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
             except httpx.TransportError as exc:
                 if attempt >= policy.max_attempts:
                     raise ConnectionFailed(f"{method} {url}: {exc.__class__.__name__}: {exc}") from exc
                 policy.sleep(policy.delay(attempt, None))
                 continue
             status = response.status_code
-            if 200 <= status < 300 or status == 304:
+            if 200 <= status < 300 or status == 304 or status in ok:
                 return response
             error = error_from_response(response)
             if not self._retryable(error) or attempt >= policy.max_attempts:
