@@ -12,6 +12,7 @@ fixture), so both servers see the accounts and workspaces the test creates.
 """
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -309,3 +310,67 @@ def test_stdio_server_refuses_an_invalid_token(live):
                             env=live_env(), capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert result.returncode != 0
     assert "not valid" in result.stderr and result.stdout == ""
+
+
+def test_the_rest_of_the_file_approval_and_task_tools(live, make_agent, make_user):
+    """GIVEN an agent in a workspace with a human owner
+    WHEN it round-trips a binary file, pages the file list, diffs, moves and deletes, requests an approval
+    the owner decides, and fails a task for good
+    THEN every tool returns what the HTTP API would: bytes intact, pages in path order, a unified diff,
+    the move and deletion in the history, the decision in approval_status, the task failed with its log."""
+    owner, agent = make_user(), make_agent()
+    ws = shared_workspace(live, owner, agent)
+    blob = bytes(range(256))
+
+    async def scenario() -> None:
+        async with mcp_session("http", live, agent.token) as s:
+            data(await s.call_tool("file_write", {"workspace": ws, "path": "img/raw.bin", "encoding": "base64",
+                                                  "content": base64.b64encode(blob).decode()}))
+            raw = data(await s.call_tool("file_read", {"workspace": ws, "path": "img/raw.bin"}))
+            assert raw["encoding"] == "base64" and base64.b64decode(raw["content"]) == blob
+            for name in ("a.md", "b.md", "c.md"):
+                data(await s.call_tool("file_write", {"workspace": ws, "path": f"docs/{name}", "content": name}))
+            first = data(await s.call_tool("file_list", {"workspace": ws, "prefix": "docs", "limit": 2}))
+            assert [f["path"] for f in first["files"]] == ["docs/a.md", "docs/b.md"]
+            rest = data(await s.call_tool("file_list", {"workspace": ws, "prefix": "docs/",
+                                                        "after": first["next_after"]}))
+            assert [f["path"] for f in rest["files"]] == ["docs/c.md"] and rest["next_after"] is None
+
+            data(await s.call_tool("file_write", {"workspace": ws, "path": "docs/a.md", "content": "a.md\nmore\n",
+                                                  "expected_version": 1}))
+            diff = data(await s.call_tool("file_diff", {"workspace": ws, "path": "docs/a.md", "from_version": 1,
+                                                        "to_version": 2}))
+            assert "+more" in diff["diff"] and diff["binary"] is False
+            old = data(await s.call_tool("file_read", {"workspace": ws, "path": "docs/a.md", "version": 1}))
+            assert old["content"] == "a.md"
+            moved = data(await s.call_tool("file_move", {"workspace": ws, "from_path": "docs/b.md",
+                                                         "to_path": "done/b.md", "expected_version": 1}))
+            assert (moved["from"]["deleted"], moved["to"]["path"]) == (True, "done/b.md")
+            data(await s.call_tool("file_delete", {"workspace": ws, "path": "docs/c.md", "expected_version": 1}))
+            gone = error_text(await s.call_tool("file_read", {"workspace": ws, "path": "docs/c.md"}))
+            assert "not_found (HTTP 404)" in gone
+            history = data(await s.call_tool("file_history", {"workspace": ws, "path": "docs/c.md"}))["versions"]
+            assert [v["deleted"] for v in history] == [True, False]
+
+            asked = data(await s.call_tool("approval_request", {"workspace": ws, "title": "Publish a.md?",
+                                                                "path": "docs/a.md"}))
+            assert (asked["status"], asked["version"]) == ("pending", 2)
+            with live.client(owner.token) as api:
+                decided = api.post(f"/api/v1/workspaces/{ws}/approvals/{asked['id']}/decide",
+                                   json={"decision": "approve", "comment": "ship it"})
+                assert decided.status_code == 200, decided.text
+            status = data(await s.call_tool("approval_status", {"workspace": ws, "approval_id": asked["id"]}))
+            assert (status["status"], status["comment"], status["decided_by"]) == (
+                "approved", "ship it", owner.username)
+
+            data(await s.call_tool("task_create", {"workspace": ws, "title": "Doomed", "max_attempts": 1}))
+            task = data(await s.call_tool("task_claim", {"workspace": ws}))["task"]
+            failed = data(await s.call_tool("task_fail", {"workspace": ws, "task_id": task["id"],
+                                                          "error": "no input", "retry": False}))
+            assert failed["status"] == "failed"
+            board = data(await s.call_tool("task_list", {"workspace": ws, "status": "failed"}))["tasks"]
+            assert [t["id"] for t in board] == [task["id"]]
+            logs = data(await s.call_tool("file_list", {"workspace": ws, "prefix": "failed/"}))["files"]
+            assert any(task["id"] in f["path"] for f in logs)
+
+    run(scenario)
