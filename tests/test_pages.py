@@ -90,7 +90,8 @@ def page(client: Client, url: str, status: int = 200) -> str:
 
 
 def url(name: str, scene: Scene, **kwargs: Any) -> str:
-    return reverse(name, kwargs={"ws": scene.ws, **kwargs})
+    """A page of the scene's workspace: "workspace" (its home) or a "ws-<name>" page."""
+    return reverse(name if name == "workspace" else f"ws-{name}", kwargs={"ws": scene.ws, **kwargs})
 
 
 # -- what the pages show --------------------------------------------------------------------------------

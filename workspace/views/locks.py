@@ -35,4 +35,4 @@ def lock_release_view(request: HttpRequest, ws: str, lock_id: str) -> HttpRespon
     access = page_access(request, ws, need=Role.VIEWER)
     act(request, lambda: lock_release(access=access, lock_id=lock_id),
         done=lambda lock: f"Released the lock on {lock.path} held by {lock.holder.username}.")
-    return back(request, reverse("locks", kwargs={"ws": access.workspace.id}))
+    return back(request, reverse("ws-locks", kwargs={"ws": access.workspace.id}))

@@ -38,16 +38,16 @@ class Urls:
 
     def __init__(self, ws_id: str) -> None:
         self.ws_id = ws_id
-        self._file = reverse("file", kwargs={"ws": ws_id, "path": "x"})[:-1]
-        self._history = reverse("history", kwargs={"ws": ws_id, "path": "x"})[:-1]
-        self._diff = reverse("diff", kwargs={"ws": ws_id, "path": "x"})[:-1]
-        self._raw = reverse("raw", kwargs={"ws": ws_id, "path": "x"})[:-1]
-        self._task = reverse("task", kwargs={"ws": ws_id, "task_id": "x"})[:-2]
-        self.tasks = reverse("tasks", kwargs={"ws": ws_id})
-        self.locks = reverse("locks", kwargs={"ws": ws_id})
-        self.approvals = reverse("approvals", kwargs={"ws": ws_id})
-        self.worklog = reverse("worklog", kwargs={"ws": ws_id})
-        self.members = reverse("members", kwargs={"ws": ws_id})
+        self._file = reverse("ws-file", kwargs={"ws": ws_id, "path": "x"})[:-1]
+        self._history = reverse("ws-history", kwargs={"ws": ws_id, "path": "x"})[:-1]
+        self._diff = reverse("ws-diff", kwargs={"ws": ws_id, "path": "x"})[:-1]
+        self._raw = reverse("ws-raw", kwargs={"ws": ws_id, "path": "x"})[:-1]
+        self._task = reverse("ws-task", kwargs={"ws": ws_id, "task_id": "x"})[:-2]
+        self.tasks = reverse("ws-tasks", kwargs={"ws": ws_id})
+        self.locks = reverse("ws-locks", kwargs={"ws": ws_id})
+        self.approvals = reverse("ws-approvals", kwargs={"ws": ws_id})
+        self.worklog = reverse("ws-worklog", kwargs={"ws": ws_id})
+        self.members = reverse("ws-members", kwargs={"ws": ws_id})
         self.home = reverse("workspace", kwargs={"ws": ws_id})
 
     def file(self, path: str, version: int | None = None, **params: Any) -> str:

@@ -184,4 +184,4 @@ def approval_decide_view(request: HttpRequest, ws: str, approval_id: str) -> Htt
     act(request, lambda: approval_decide(access=access, approval_id=approval_id, decision=decision,
                                          comment=request.POST.get("comment", "")),
         done=lambda a: f"{'Approved' if a.status == 'approved' else 'Rejected'}: {a.title}")
-    return back(request, reverse("approvals", kwargs={"ws": access.workspace.id}))
+    return back(request, reverse("ws-approvals", kwargs={"ws": access.workspace.id}))
