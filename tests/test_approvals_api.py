@@ -166,3 +166,26 @@ def test_bad_requests_are_4xx(api, ws):
     assert_error(api.post(url(ws, "approvals"), json={"title": "x", "path": "../etc"}), 400, "invalid_path")
     assert_error(api.get(url(ws, "approvals"), params={"status": "maybe"}), 400)
     assert api.get(url(ws, "approvals")).json()["results"] == []
+
+
+def test_approval_list_query_count_is_constant(db, make_user, django_assert_max_num_queries):
+    """GIVEN 25 approvals, some decided WHEN the list is read in-process THEN a fixed number of queries run."""
+    from rest_framework.test import APIClient
+
+    from workspace.access import workspace_for
+    from workspace.services.approvals import approval_decide, approval_request
+    from workspace.services.workspaces import workspace_create
+
+    owner = make_user("olga")
+    ws = workspace_create(user=owner.user, name="w", intelligence=False)
+    access = workspace_for(owner.user, ws.id)
+    for i in range(25):
+        approval = approval_request(access=access, title=f"question {i}")
+        if i % 2:
+            approval_decide(access=access, approval_id=approval.pk, decision="approve")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {owner.token}")
+    with django_assert_max_num_queries(4):
+        response = client.get(f"/api/v1/workspaces/{ws.id}/approvals", {"limit": 100})
+    assert response.status_code == 200 and len(response.json()["results"]) == 25
+    assert sum(a["status"] == "approved" for a in response.json()["results"]) == 12

@@ -189,3 +189,27 @@ def test_django_admin_is_read_only_for_the_worklog(db, make_user, client):
     assert client.post(f"{base}{entry.pk}/change/", {"message": "changed"}).status_code == 403
     assert client.post(f"{base}{entry.pk}/delete/", {"post": "yes"}).status_code == 403
     assert WorklogEntry.objects.get(pk=entry.pk).message == "fixed"
+
+
+def test_worklog_list_query_count_is_constant(db, make_user, make_agent, django_assert_max_num_queries):
+    """GIVEN 40 entries by a human and an agent WHEN the list is read in-process THEN a fixed number of
+    queries run, whatever the number of entries and authors."""
+    from rest_framework.test import APIClient
+
+    from workspace.access import workspace_for
+    from workspace.services.worklog import worklog_append
+    from workspace.services.workspaces import member_set, workspace_create
+
+    owner = make_user("olga")
+    agent = make_agent("ada", created_by=owner.user)
+    ws = workspace_create(user=owner.user, name="w", intelligence=False)
+    member_set(access=workspace_for(owner.user, ws.id), username="ada", role="editor")
+    for i in range(20):
+        worklog_append(access=workspace_for(owner.user, ws.id), message=f"h{i}")
+        worklog_append(access=workspace_for(agent.user, ws.id), message=f"a{i}", data={"i": i})
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {owner.token}")
+    with django_assert_max_num_queries(4):
+        response = client.get(f"/api/v1/workspaces/{ws.id}/worklog", {"limit": 100})
+    assert response.status_code == 200 and len(response.json()["results"]) == 40
+    assert {e["on_behalf_of"] for e in response.json()["results"]} == {None, "olga"}

@@ -87,6 +87,7 @@ class Migration(migrations.Migration):
                 ('max_attempts', models.PositiveSmallIntegerField(default=3)),
                 ('attempts', models.PositiveSmallIntegerField(default=0)),
                 ('lease_seconds', models.PositiveIntegerField(default=60)),
+                ('depends_on', models.JSONField(blank=True, default=list)),
                 ('requires_approval', models.BooleanField(default=False)),
                 ('claimed_at', models.DateTimeField(blank=True, null=True)),
                 ('lease_id', models.CharField(blank=True, default='', max_length=32)),

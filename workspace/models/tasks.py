@@ -57,6 +57,9 @@ class Task(models.Model):
     requires_approval = models.BooleanField(default=False)
     dependencies = models.ManyToManyField("self", symmetrical=False, through="TaskDependency",
                                           related_name="dependents")
+    # The same edges as TaskDependency, in the order given, for rendering without a join: a task's
+    # dependencies never change after it is created.
+    depends_on = models.JSONField(default=list, blank=True)
     # The current claim. `lease_id` names one claim, so a claimant whose lease was taken over
     # (even by its own account, from another process) cannot act on the new claim.
     claimed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,

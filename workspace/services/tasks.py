@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Max, Q
+from django.db.models import Exists, Max, OuterRef, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -159,16 +159,23 @@ def _require_editor(access: Access, what: str) -> None:
                         role=access.role.value)
 
 
-def _get_task(workspace_id: str, task_id: Any, *, for_update: bool = False) -> Task:
+def _get_task(workspace_id: str, task_id: Any, *, for_update: bool = False) -> tuple[Task, datetime]:
+    """The task, and the database's clock read in the same query."""
     if not isinstance(task_id, str) or not task_id or len(task_id) > 32:
         raise NotFound("task")
-    qs = Task.objects.filter(workspace_id=workspace_id, pk=task_id).select_related("claimed_by", "created_by")
+    qs = Task.objects.filter(workspace_id=workspace_id, pk=task_id).select_related(
+        "claimed_by", "created_by").annotate(
+        db_now=Now(),
+        # What completing will have to look at, known from this one query: reads recorded by the
+        # current claim, and dependents to release (edges never change after creation).
+        has_reads=Exists(TaskRead.objects.filter(task_id=OuterRef("pk"), lease_id=OuterRef("lease_id"))),
+        has_dependents=Exists(TaskDependency.objects.filter(depends_on_id=OuterRef("pk"))))
     if for_update:
         qs = qs.select_for_update(of=("self",))
     task = qs.first()
     if task is None:
         raise NotFound("task")
-    return task
+    return task, task.db_now  # type: ignore[attr-defined]
 
 
 # -- creation -------------------------------------------------------------------------------------
@@ -299,17 +306,16 @@ def task_create_many(*, access: Access, specs: Sequence[TaskSpec]) -> list[Task]
                 queue=spec.queue, payload=spec.payload, priority=spec.priority,
                 status=TaskStatus.QUEUED if ready else TaskStatus.BLOCKED, max_attempts=spec.max_attempts,
                 lease_seconds=spec.lease_seconds, requires_approval=spec.requires_approval,
-                created_by=access.user, created_at=now, updated_at=now,
+                depends_on=dep_ids, created_by=access.user, created_at=now, updated_at=now,
             ))
             links.extend(TaskDependency(task_id=ids[i], depends_on_id=d) for d in dep_ids)
-            tasks[-1].depends_on_ids = dep_ids  # type: ignore[attr-defined]
         Task.objects.bulk_create(tasks)
         TaskDependency.objects.bulk_create(links)
         for task in tasks:
             event_record(workspace_id=ws_id, type="task.created", actor=access.user, target=task.id, data={
                 "task": task.id, "title": task.title, "kind": task.kind, "queue": task.queue,
                 "status": task.status, "priority": task.priority,
-                "depends_on": task.depends_on_ids,  # type: ignore[attr-defined]
+                "depends_on": task.depends_on,
             })
     return tasks
 
@@ -391,8 +397,7 @@ def task_heartbeat(*, access: Access, task_id: str, lease_seconds: int | None = 
     _require_editor(access, "Heartbeats")
     if lease_seconds is not None:
         clean_int(lease_seconds, "lease_seconds", minimum=1, maximum=MAX_LEASE_SECONDS)
-    task = _get_task(access.workspace.id, task_id)
-    now = db_now()
+    task, now = _get_task(access.workspace.id, task_id)
     _check_claimant(task, access.user, lease_id, now)
     seconds = lease_seconds or task.claim_lease_seconds or task.lease_seconds
     expires = now + timedelta(seconds=seconds)
@@ -402,7 +407,8 @@ def task_heartbeat(*, access: Access, task_id: str, lease_seconds: int | None = 
                                   lease_id=task.lease_id, lease_expires_at__gt=now).update(
         lease_expires_at=expires, claim_lease_seconds=seconds, updated_at=now)
     if updated != 1:
-        _check_claimant(_get_task(access.workspace.id, task_id), access.user, task.lease_id, db_now())
+        current, at = _get_task(access.workspace.id, task_id)
+        _check_claimant(current, access.user, task.lease_id, at)
         raise Conflict("not_claimant", "Your lease ended before the heartbeat.", reason="lease_expired")
     task.lease_expires_at = expires
     task.claim_lease_seconds = seconds
@@ -426,8 +432,8 @@ def task_record_reads(*, access: Access, task_id: str, files: list[dict[str, Any
         path = validate_path(item.get("path"))  # type: ignore[arg-type]
         wanted[path] = clean_int(item.get("version"), f"files[{i}].version", minimum=1, maximum=2**31 - 1)
     ws_id = access.workspace.id
-    task = _get_task(ws_id, task_id)
-    _check_claimant(task, access.user, None, db_now())
+    task, now = _get_task(ws_id, task_id)
+    _check_claimant(task, access.user, None, now)
     match = Q()
     for path, version in wanted.items():
         match |= Q(path=path, version=version)
@@ -508,18 +514,22 @@ def _cancel_dependents(*, workspace_id: str, root_ids: Sequence[str], actor: Any
             _clear_claim(task)
             task.save(update_fields=["status", "cancel_reason", "updated_at", "claimed_by", "claimed_at",
                                      "lease_id", "lease_expires_at", "claim_lease_seconds"])
-            _cancel_pending_approvals(task)
+            approvals = _cancel_pending_approvals(task)
             event_record(workspace_id=workspace_id, type="task.cancelled", actor=actor, target=task.pk, data={
                 "task": task.pk, "old": old, "new": TaskStatus.CANCELLED, "reason": "dependency_ended",
-                "dependency": dead})
+                "dependency": dead, "approvals_cancelled": approvals})
             cancelled.append(task.pk)
             frontier.append(task.pk)
     return cancelled
 
 
-def _cancel_pending_approvals(task: Task) -> None:
-    Approval.objects.filter(task_id=task.pk, status=ApprovalStatus.PENDING).update(
-        status=ApprovalStatus.CANCELLED, decided_at=timezone.now())
+def _cancel_pending_approvals(task: Task) -> list[str]:
+    """A cancelled task's pending approvals can no longer be decided; returns their ids."""
+    pending = Approval.objects.filter(task_id=task.pk, status=ApprovalStatus.PENDING)
+    ids = list(pending.values_list("id", flat=True))
+    if ids:
+        pending.update(status=ApprovalStatus.CANCELLED, decided_at=timezone.now())
+    return ids
 
 
 def task_complete(*, access: Access, task_id: str, result: Any = None, outputs: Sequence[str] = (),
@@ -535,10 +545,9 @@ def task_complete(*, access: Access, task_id: str, result: Any = None, outputs: 
     ws_id = access.workspace.id
     with transaction.atomic():
         lock_workspace(ws_id)
-        task = _get_task(ws_id, task_id, for_update=True)
-        now = db_now()
+        task, now = _get_task(ws_id, task_id, for_update=True)
         _check_claimant(task, access.user, lease_id, now)
-        stale = stale_reads(task)
+        stale = stale_reads(task) if task.has_reads else []  # type: ignore[attr-defined]
         if stale and not accept_stale:
             raise Conflict("stale_inputs", f"{len(stale)} file(s) this task read have changed since; re-read "
                            "them, or complete with accept_stale.", files=stale)
@@ -569,7 +578,7 @@ def task_complete(*, access: Access, task_id: str, result: Any = None, outputs: 
             event_record(workspace_id=ws_id, type="approval.requested", actor=access.user, target=task.approval.pk,
                          data={"approval": task.approval.pk, "title": task.approval.title, "task": task.pk,
                                "automatic": True})
-        else:
+        elif task.has_dependents:  # type: ignore[attr-defined]
             release_dependents(workspace_id=ws_id, done_ids=[task.pk], actor=access.user)
     return task
 
@@ -652,8 +661,7 @@ def task_fail(*, access: Access, task_id: str, error: str = "", retry: bool = Tr
     ws_id = access.workspace.id
     with transaction.atomic():
         ws = lock_workspace(ws_id)
-        task = _get_task(ws_id, task_id, for_update=True)
-        now = db_now()
+        task, now = _get_task(ws_id, task_id, for_update=True)
         _check_claimant(task, access.user, lease_id, now)
         _end_attempt(ws=ws, task=task, now=now, reason="failed", error=error or "failed by its claimant",
                      retry=retry, actor=access.user)
@@ -667,12 +675,11 @@ def task_cancel(*, access: Access, task_id: str, reason: str = "") -> Task:
     ws_id = access.workspace.id
     with transaction.atomic():
         lock_workspace(ws_id)
-        task = _get_task(ws_id, task_id, for_update=True)
+        task, now = _get_task(ws_id, task_id, for_update=True)
         if task.created_by_id != access.user.pk and not access.at_least(Role.ADMIN):
             raise Forbidden("forbidden", "Only the task's creator or an admin may cancel it.")
         if task.status in FINAL_TASK_STATUSES:
             raise Conflict("not_cancellable", f"The task is already {task.status}.", status=task.status)
-        now = db_now()
         old = task.status
         claimant = task.claimed_by.username if task.claimed_by_id else None
         task.status = TaskStatus.CANCELLED
@@ -680,10 +687,10 @@ def task_cancel(*, access: Access, task_id: str, reason: str = "") -> Task:
         task.updated_at = now
         _clear_claim(task)
         task.save()
-        _cancel_pending_approvals(task)
+        approvals = _cancel_pending_approvals(task)
         event_record(workspace_id=ws_id, type="task.cancelled", actor=access.user, target=task.pk, data={
             "task": task.pk, "old": old, "new": TaskStatus.CANCELLED, "reason": reason or "cancelled",
-            "claimant": claimant})
+            "claimant": claimant, "approvals_cancelled": approvals})
         _cancel_dependents(workspace_id=ws_id, root_ids=[task.pk], actor=access.user, now=now)
     return task
 
