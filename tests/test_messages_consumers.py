@@ -1,8 +1,9 @@
 """Consumer groups under fault injection: real consumer processes, some SIGKILLed mid-lease.
 
 Each consumer process pulls, "works" briefly, acks, and appends what it did to its own log file
-(`P <offsets>` after a pull, `A <offsets>` with the offsets the server confirmed acked). Victims are
-killed right after a pull, so their leased messages must come back to the others.
+(`P <offsets>` after a pull, `A <offsets>` with the offsets the server confirmed acked). A victim is
+told to freeze: after its next pull it stops (`H`) and is SIGKILLed holding that lease, which must
+then come back to the others.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ VISIBILITY = 2
 WORK_SECONDS = 0.03
 
 
-def consume(base_url: str, token: str, ws: str, log_path: str, stop: Any) -> None:
+def consume(base_url: str, token: str, ws: str, log_path: str, stop: Any, freeze: Any) -> None:
     """One consumer process (started with the spawn method, so it shares nothing with pytest)."""
     import httpx
 
@@ -39,6 +40,9 @@ def consume(base_url: str, token: str, ws: str, log_path: str, stop: Any) -> Non
             if not offsets:
                 continue
             os.write(fd, f"P {' '.join(map(str, offsets))}\n".encode())
+            if freeze.is_set():
+                os.write(fd, b"H\n")
+                time.sleep(3600)  # hung mid-work, holding the lease, until the test kills it
             time.sleep(WORK_SECONDS)
             response = api.post(f"{url}/ack", json={"offsets": offsets})
             response.raise_for_status()
@@ -82,30 +86,27 @@ def _run(live: Any, make_user: Any, make_agent: Any, tmp_path: Path, *, count: i
 
         ctx = multiprocessing.get_context("spawn")
         stop = ctx.Event()
+        freeze = [ctx.Event() for _ in range(8)]
         logs = [tmp_path / f"consumer-{i}.log" for i in range(8)]
-        procs = [ctx.Process(target=consume, args=(live.url, agents[i].token, ws, str(logs[i]), stop), daemon=True)
-                 for i in range(8)]
+        procs = [ctx.Process(target=consume, args=(live.url, agents[i].token, ws, str(logs[i]), stop, freeze[i]),
+                             daemon=True) for i in range(8)]
         for proc in procs:
             proc.start()
         last_leases: dict[int, list[int]] = {}  # victim -> the batch it had pulled when it died
         deadline = time.monotonic() + timeout
         try:
-            # Kill 3 consumers, each right after it has leased a batch and before it acks it.
-            for kills, share in enumerate((0.15, 0.35, 0.55), start=1):
+            # Kill 3 consumers at different points, each frozen right after a pull, holding its lease.
+            for victim, share in zip((1, 4, 6), (0.15, 0.35, 0.55), strict=True):
                 while sum(len(o) for k, o in _all(logs) if k == "A") < share * count:
                     assert time.monotonic() < deadline, "consumers made no progress"
                     time.sleep(0.02)
-                while len(last_leases) < kills:
-                    assert time.monotonic() < deadline, "no consumer was caught holding a lease"
-                    for i, path in enumerate(logs):
-                        lines = _lines(path)
-                        if i in last_leases or not lines or lines[-1][0] != "P":
-                            continue
-                        os.kill(procs[i].pid, signal.SIGKILL)
-                        procs[i].join(10)
-                        last_leases[i] = lines[-1][1]
-                        break
-                    time.sleep(0.002)
+                freeze[victim].set()
+                while not _lines(logs[victim]) or _lines(logs[victim])[-1][0] != "H":
+                    assert time.monotonic() < deadline, "the victim never pulled again"
+                    time.sleep(0.01)
+                os.kill(procs[victim].pid, signal.SIGKILL)
+                procs[victim].join(10)
+                last_leases[victim] = _lines(logs[victim])[-2][1]
             while True:
                 state = api.get(f"{topic_url(ws, TOPIC)}/groups/{GROUP}").json()
                 if state["backlog"] == 0:
@@ -148,12 +149,11 @@ def _run(live: Any, make_user: Any, make_agent: Any, tmp_path: Path, *, count: i
         told = [o for kind, offsets in _all(logs) if kind == "A" for o in offsets]
         assert len(told) == len(set(told)) and set(told) <= set(key_of)
 
-        # What a victim held when it died came back to the others (a victim may have had its ack
-        # through just before the kill: then that batch is simply done).
-        assert len(last_leases) == 3
-        stranded = [o for i, batch in last_leases.items() for o in batch
-                    if acked_by[o] != [agents[i].username]]
-        assert stranded, "no victim died holding a lease"
+        # What each victim held when it died came back to, and was acked by, the others.
+        stranded = [o for batch in last_leases.values() for o in batch]
+        assert len(last_leases) == 3 and stranded
+        victims = {agents[i].username for i in last_leases}
+        assert all(acked_by[o][0] not in victims for o in stranded)
         redelivered = {o for e in events if e["type"] == "message.redelivered" for o in e["data"]["offsets"]}
         assert all(deliveries[o] >= 2 for o in stranded) and set(stranded) <= redelivered
 

@@ -308,19 +308,17 @@ class Lease:
                 "lease_expires_at": iso(self.visible_at)}
 
 
-def _candidates(group: ConsumerGroup, now: datetime) -> Any:
-    """Deliverable rows, oldest first: not leased, not past the delivery limit, and the oldest
-    unfinished row of their key (an unkeyed message waits for nothing)."""
+def _deliverable(group: ConsumerGroup, now: datetime) -> Any:
+    """Rows a pull may take, oldest first: not leased now, and the oldest unfinished row of their
+    key (an unkeyed message waits for nothing). Those past the delivery limit among them are due for
+    the dead-letter topic instead. (A delivered row is always the oldest of its key, because a row is
+    only delivered as such and earlier rows never come back.)"""
     earlier_same_key = Delivery.objects.filter(group_id=OuterRef("group_id"), key=OuterRef("key"),
                                                offset__lt=OuterRef("offset"))
-    return (Delivery.objects.filter(group=group, deliveries__lt=group.max_deliveries)
+    return (Delivery.objects.filter(group=group)
             .filter(Q(visible_at__isnull=True) | Q(visible_at__lte=now))
             .filter(Q(key="") | ~Exists(earlier_same_key))
             .order_by("offset"))
-
-
-def _expired_over_limit(group: ConsumerGroup, now: datetime) -> Any:
-    return Delivery.objects.filter(group=group, visible_at__lte=now, deliveries__gte=group.max_deliveries)
 
 
 def _take_in(group: ConsumerGroup, topic: Topic) -> None:
@@ -340,13 +338,13 @@ def _take_in(group: ConsumerGroup, topic: Topic) -> None:
     ConsumerGroup.objects.filter(pk=group.pk).update(cursor=group.cursor)
 
 
-def _dead_letter(group: ConsumerGroup, topic: Topic, now: datetime) -> int:
-    """Move expired leases past the delivery limit to `<topic>.dead` (inside a locked transaction).
+def _dead_letter(group: ConsumerGroup, topic: Topic, rows: list[Delivery]) -> int:
+    """Move these expired leases past the delivery limit to `<topic>.dead` (inside a locked
+    transaction; `rows` come with their message).
 
     A dead-letter topic has no dead-letter topic of its own: its group gives such a message up
     (it stays in the log, and the event says so) rather than feed it around a loop.
     """
-    rows = list(_expired_over_limit(group, now).select_related("message").order_by("offset")[:PULL_MAX])
     dead_name = None if is_dead_letter_topic(topic.name) else topic.name + DEAD_SUFFIX
     for row in rows:
         message = row.message
@@ -359,11 +357,12 @@ def _dead_letter(group: ConsumerGroup, topic: Topic, now: datetime) -> int:
                 meta={"dead_letter": {"topic": topic.name, "offset": message.offset, "group": group.name,
                                       "deliveries": row.deliveries, "published_at": iso(message.published_at)}},
             ).offset
-        row.delete()
+        Delivery.objects.filter(pk=row.pk).delete()
         event_record(workspace_id=topic.workspace_id, type="message.dead_lettered", target=topic.name,
                      data={"topic": topic.name, "group": group.name, "offset": message.offset,
                            "deliveries": row.deliveries, "dead_topic": dead_name, "dead_offset": dead_offset})
     if rows:
+        # The next message of a dead letter's key is free now.
         transaction.on_commit(lambda: _wake(topic.workspace_id, topic.name))
     return len(rows)
 
@@ -374,37 +373,41 @@ def _has_work(topic: Topic, group: ConsumerGroup | None, max_deliveries: int | N
         return topic.last_offset > 0
     if max_deliveries is not None and max_deliveries != group.max_deliveries:
         return True
-    if group.cursor < topic.last_offset:
-        return True
-    now = db_now()
-    return _candidates(group, now).exists() or _expired_over_limit(group, now).exists()
+    return group.cursor < topic.last_offset or _deliverable(group, db_now()).exists()
 
 
 def _lookup(workspace_id: str, topic: str, group: str) -> tuple[Topic | None, ConsumerGroup | None]:
-    found = Topic.objects.filter(workspace_id=workspace_id, name=topic).first()
-    if found is None:
-        return None, None
-    return found, ConsumerGroup.objects.filter(topic=found, name=group).first()
+    found = (ConsumerGroup.objects.select_related("topic")
+             .filter(topic__workspace_id=workspace_id, topic__name=topic, name=group).first())
+    if found is not None:
+        return found.topic, found
+    return Topic.objects.filter(workspace_id=workspace_id, name=topic).first(), None
 
 
 def _pull_once(*, access: Access, topic: str, group: str, limit: int, visibility: float,
-               max_deliveries: int | None) -> list[Lease]:
+               max_deliveries: int | None, precheck: bool = True) -> list[Lease]:
     ws_id = access.workspace.id
     found, found_group = _lookup(ws_id, topic, group)
-    if found is None or not _has_work(found, found_group, max_deliveries):
+    if found is None or (precheck and not _has_work(found, found_group, max_deliveries)):
         return []
     with transaction.atomic():
         lock_workspace(ws_id)
-        found = Topic.objects.get(pk=found.pk)
-        grp, _ = ConsumerGroup.objects.get_or_create(
-            topic=found, name=group, defaults={"max_deliveries": max_deliveries or DEFAULT_MAX_DELIVERIES})
+        # Read again under the lock: the cursor and the log's head may have moved.
+        if found_group is not None:
+            grp = ConsumerGroup.objects.select_related("topic").get(pk=found_group.pk)
+            found = grp.topic
+        else:
+            found = Topic.objects.get(pk=found.pk)
+            grp, _ = ConsumerGroup.objects.get_or_create(
+                topic=found, name=group, defaults={"max_deliveries": max_deliveries or DEFAULT_MAX_DELIVERIES})
         if max_deliveries is not None and grp.max_deliveries != max_deliveries:
             grp.max_deliveries = max_deliveries
             grp.save(update_fields=["max_deliveries"])
         now = db_now()
         _take_in(grp, found)
-        _dead_letter(grp, found, now)
-        rows = list(_candidates(grp, now).select_related("message")[:limit])
+        rows = list(_deliverable(grp, now).select_related("message")[:limit])
+        _dead_letter(grp, found, [r for r in rows if r.deliveries >= grp.max_deliveries])
+        rows = [r for r in rows if r.deliveries < grp.max_deliveries]
         if not rows:
             return []
         until = now + timedelta(seconds=visibility)
@@ -511,15 +514,16 @@ def group_pull(*, access: Access, topic: str, group: str, limit: int = 10, visib
     validate_group_name(group)
     _validate_pull(limit, visibility_seconds, wait_seconds, max_deliveries)
     deadline = time.monotonic() + wait_seconds
+    precheck = True
     while True:
         leases = _pull_once(access=access, topic=topic, group=group, limit=limit,
-                            visibility=float(visibility_seconds), max_deliveries=max_deliveries)
+                            visibility=float(visibility_seconds), max_deliveries=max_deliveries, precheck=precheck)
         remaining = deadline - time.monotonic()
         if leases or remaining <= 0:
             return leases
         # Another consumer may win what woke us: then wait again, until the deadline.
-        group_wait(access=access, topic=topic, group=group, wait_seconds=remaining,
-                   max_deliveries=max_deliveries)
+        precheck = not group_wait(access=access, topic=topic, group=group, wait_seconds=remaining,
+                                  max_deliveries=max_deliveries)
 
 
 def group_ack(*, access: Access, topic: str, group: str, offsets: Any) -> dict[str, list[int]]:
@@ -559,13 +563,15 @@ def dead_letter_sweep() -> int:
                      .values_list("group_id", flat=True).distinct()[:50])
     moved = 0
     for group_id in group_ids:
-        grp = ConsumerGroup.objects.select_related("topic").filter(pk=group_id).first()
-        if grp is None:
+        workspace_id = (ConsumerGroup.objects.filter(pk=group_id)
+                        .values_list("topic__workspace_id", flat=True).first())
+        if workspace_id is None:
             continue
         with transaction.atomic():
-            lock_workspace(grp.topic.workspace_id)
-            grp = ConsumerGroup.objects.select_related("topic").filter(pk=group_id).first()
-            if grp is None:
-                continue
-            moved += _dead_letter(grp, grp.topic, db_now())
+            lock_workspace(workspace_id)
+            grp = ConsumerGroup.objects.select_related("topic").get(pk=group_id)
+            due = list(Delivery.objects.filter(group=grp, visible_at__lte=db_now(),
+                                               deliveries__gte=grp.max_deliveries)
+                       .select_related("message").order_by("offset")[:PULL_MAX])
+            moved += _dead_letter(grp, grp.topic, due)
     return moved
