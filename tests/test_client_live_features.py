@@ -1,9 +1,7 @@
 """The Python client against the live server for locks, tasks (with the README's worker) and
 messages.
 
-These areas are built alongside the client; a test here is skipped, naming the missing path,
-while the server does not route the API.md path it needs yet, and runs (and can fail) as soon
-as it does.
+Every path used here is part of API.md and routed by the server, so each test runs (and can fail).
 """
 from __future__ import annotations
 
@@ -28,17 +26,6 @@ from switchyard.client import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def needs(*paths: str) -> None:
-    """Skip unless the server routes every API.md path given (the same code serves the live server)."""
-    from django.urls import Resolver404, resolve
-
-    for path in paths:
-        try:
-            resolve(f"/api/v1/workspaces/ws_x/{path}")
-        except Resolver404:
-            pytest.skip(f"the server does not route {path} yet")
 
 
 @pytest.fixture
@@ -70,7 +57,6 @@ def test_held_lock_is_renewed_fences_writes_and_is_released(pair: tuple[Workspac
     """GIVEN the owner holding a 2 s lock in a `with` block for 3 s WHEN it and an agent write the path
     THEN the lock outlives its TTL by renewal, the owner writes with its token (and gets StaleLockToken
     without it), the agent gets Locked naming the owner, and after the block the agent can write."""
-    needs("locks", "locks/lk_x/renew")
     ws, theirs = pair
     with ws.lock("a.txt", ttl=2, reason="editing") as lock:
         assert ws.write("a.txt", "1", lock_token=lock.token).version == 1
@@ -92,7 +78,6 @@ def test_a_waiter_gets_the_lock_on_release_and_an_unrenewed_lock_is_lost(
     """GIVEN the owner holding a lock WHEN the agent asks for it with wait=10 and the owner releases after
     1 s THEN the agent gets it with a larger fencing token; and a lock whose renewals never come in
     time raises LockLost when its block ends."""
-    needs("locks", "locks/lk_x/renew")
     ws, theirs = pair
     got: dict[str, Any] = {}
 
@@ -116,7 +101,6 @@ def test_the_worker_example_runs_a_task_end_to_end(live: Any, pair: tuple[Worksp
     """GIVEN a queued task naming an input file WHEN examples/worker_agent.py runs as the agent
     THEN the task is done with its output recorded, the output file holds the summary, and the
     worklog has the agent's entry for the task with an intact hash chain."""
-    needs("tasks", "tasks/claim", "tasks/task_x/complete", "worklog", "worklog/verify", "locks")
     ws, _ = pair
     ws.write("inbox/a.txt", "three little words")
     task = ws.tasks.create("summarise a", "summary", payload={"input": "inbox/a.txt"})
@@ -141,7 +125,6 @@ def test_topic_publish_stream_pull_and_ack(clients: tuple[Client, Client], pair:
     """GIVEN three published messages WHEN a topic stream starts from the beginning and a fourth is published,
     and a consumer group pulls and acks THEN the stream yields offsets 1-4 once each over the WebSocket,
     the group leases the three unkeyed messages with a delivery count, and after the ack nothing is left."""
-    needs("topics/jobs/messages", "topics/jobs/groups/g/pull", "topics/jobs/groups/g/ack")
     mine, _ = clients
     ws, theirs = pair
     topic = ws.topic("jobs")
@@ -164,7 +147,6 @@ def test_search_ask_and_index_state(chroma: str, clients: tuple[Client, Client])
     """GIVEN a workspace with intelligence on and one file WHEN the index job has run THEN index_state()
     shows it indexed with the per-status counts, workspace and cross-workspace search find the passage
     (with its exact span) and ask() cites it."""
-    needs("search", "ask", "index")
     mine, _ = clients
     ws = mine.workspaces.create("intel", intelligence=True)
     text = "# Berths\n\nThe harbour crane moves containers between the quay and the ships at berth four.\n"
@@ -190,8 +172,6 @@ def test_task_lifecycle_approvals_transfers_and_triggers(live: Any, clients: tup
     """GIVEN an owner and an agent sharing a workspace WHEN they go through a task's life, an approval,
     a trigger and an ownership transfer THEN each refusal arrives as its typed error (NotClaimant,
     StaleInputs listing the changed file, Forbidden) and each success returns the model of the change."""
-    needs("tasks/claim", "tasks/task_x/reads", "approvals", "approvals/apr_x/decide", "transfers",
-          "triggers/t1")
     ws, theirs = pair
     ws.write("in.txt", "v1")
     created = ws.tasks.create("read and report", "report", queue="q", priority=5)
