@@ -18,6 +18,8 @@ class StepTiming:
     started_at: datetime | None
     ended_at: datetime | None
     estimate: float
+    # Ended (done, failed, cancelled): a step that ended without running weighs nothing.
+    final: bool = False
 
     @property
     def duration(self) -> float | None:
@@ -38,14 +40,17 @@ def critical_path(steps: list[StepTiming]) -> dict[str, Any]:
         measured = step.duration
         if measured is not None:
             return measured
-        if step.started_at is None and step.ended_at is None:
+        if not step.final:
             estimated = True
             return step.estimate
         return 0.0
 
     # `steps` is in topological order (the plan's), so every dependency comes first.
     for step in steps:
-        previous = max(((best[d][0], d) for d in step.after if d in best), default=(0.0, None))
+        previous: tuple[float, str | None] = (0.0, None)
+        for dependency in step.after:  # the first of equally long chains, in plan order
+            if dependency in best and (previous[1] is None or best[dependency][0] > previous[0]):
+                previous = (best[dependency][0], dependency)
         best[step.key] = (previous[0] + weight(step), previous[1])
     if not best:
         return {"steps": [], "seconds": 0.0, "estimated": False}

@@ -144,7 +144,8 @@ def step_timings(steps: list[PipelineStep]) -> list[StepTiming]:
         started = step.started_at if ended is None or step.started_at is None or step.started_at <= ended else None
         timings.append(StepTiming(key=step.key, after=list(step.config.get("after", [])), started_at=started,
                                   ended_at=ended if started else None,
-                                  estimate=float(step.config.get("estimate", 1.0))))
+                                  estimate=float(step.config.get("estimate", 1.0)),
+                                  final=task.status in FINAL_TASK_STATUSES))
     return timings
 
 
