@@ -318,7 +318,7 @@ def test_strangers_and_anonymous_visitors_learn_nothing(scene, make_user):
     stranger = signed_in(make_user("stranger").user)
     for name, extra in [("workspace", {}), ("file", {"path": "notes/plan.md"}), ("history", {"path": "notes/plan.md"}),
                         ("locks", {}), ("tasks", {}), ("worklog", {}), ("approvals", {}), ("activity", {}),
-                        ("search", {}), ("members", {}), ("raw", {"path": "notes/plan.md"})]:
+                        ("search", {}), ("members", {}), ("pipelines", {}), ("raw", {"path": "notes/plan.md"})]:
         assert stranger.get(url(name, scene, **extra)).status_code == 404, name
     anonymous = Client().get(url("workspace", scene))
     assert anonymous.status_code == 302 and anonymous["Location"].startswith("/login/")
@@ -510,6 +510,7 @@ PAGE_BUDGETS = [
     ("activity", {}, 12),
     ("members", {}, 14),
     ("search", {}, 10),
+    ("pipelines", {}, 10),
 ]
 
 
@@ -549,3 +550,53 @@ def test_the_feed_at_scale_shows_the_newest_page_and_pages_back(db, big):
     assert older is not None
     earlier = page(client, url("activity", big) + f"?before={older.group(1)}")
     assert f'id="event-{int(older.group(1)) - 1}"' in earlier and "data-frozen" in earlier
+
+
+# -- pipelines -------------------------------------------------------------------------------------------
+def test_pipeline_page_shows_stage_progress_a_gantt_chart_and_the_critical_path(scene):
+    """GIVEN a run whose two branches ended (one in 2 s, one in 4 s) and whose aggregator is running
+    WHEN its page renders THEN each stage has a progress bar, the chart has one bar per started step
+    (the running one up to now), the longer branch and the aggregator are the marked critical path,
+    and a step that has not started has no bar."""
+    from agents.models import PipelineStep
+    from agents.pipelines.services import pipeline_submit
+
+    act = scene.access(scene.agent)
+    spec = {"name": "berths", "inputs": {"plan": "notes/plan.md"}, "steps": [
+        {"id": "rate", "inputs": ["plan"], "outputs": ["score"],
+         "fan_out": {"agents": [{"agent": "sleep", "params": {"seconds": 0}},
+                                {"agent": "sleep", "params": {"seconds": 0}}], "aggregate": "concat"}},
+        {"id": "publish", "agent": "copy", "inputs": ["score"], "outputs": ["final"]},
+    ]}
+    run = pipeline_submit(access=act, spec=spec)
+    steps = {s.key: s for s in PipelineStep.objects.filter(run=run).select_related("task")}
+    assert set(steps) == {"rate.1", "rate.2", "rate", "publish"}
+    from agents.models import PipelineRun
+
+    start = timezone.now() - timedelta(seconds=10)
+    PipelineRun.objects.filter(pk=run.pk).update(created_at=start)
+    for key, began, ended in (("rate.1", 1, 3), ("rate.2", 1, 5)):
+        PipelineStep.objects.filter(pk=steps[key].pk).update(started_at=start + timedelta(seconds=began),
+                                                              finished_at=start + timedelta(seconds=ended))
+        Task.objects.filter(pk=steps[key].task_id).update(status=TaskStatus.DONE,
+                                                          completed_at=start + timedelta(seconds=ended))
+    PipelineStep.objects.filter(pk=steps["rate"].pk).update(started_at=start + timedelta(seconds=5))
+    Task.objects.filter(pk=steps["rate"].task_id).update(status=TaskStatus.CLAIMED, claimed_by=scene.agent)
+
+    client = signed_in(scene.viewer)
+    listing = page(client, url("pipelines", scene))
+    assert "berths" in listing and "2 of 4 steps done" in listing
+    html = page(client, reverse("ws-pipeline", kwargs={"ws": scene.ws, "run_id": run.pk}))
+    assert '<progress id="stage-1" max="3" value="2">' in html and "2 of 3 done, 1 running" in html
+    assert '<progress id="stage-2" max="1" value="0">' in html and "0 of 1 done, 1 waiting" in html
+    chart = html.split('<svg class="gantt"')[1].split("</svg>")[0]
+    assert chart.count("<rect ") == 3
+    assert re.search(r'class="bar status-done critical"[^>]*><title>rate\.2 \(sleep\): done, 4\.00 s; on the '
+                     r"critical path</title>", chart)
+    assert re.search(r'class="bar status-done"[^>]*><title>rate\.1 \(sleep\): done, 2\.00 s</title>', chart)
+    assert re.search(r'class="bar status-claimed running critical"[^>]*><title>rate \(concat\): claimed, [\d.]+ s '
+                     r"so far", chart)
+    assert "publish" not in chart
+    assert "sleep #2" in chart  # the two branches overlapped: two lanes of one agent
+    assert "rate.2 → rate" in html.replace("◆ ", "")
+    assert 'data-live="run" data-on="task. pipeline."' in html

@@ -11,6 +11,7 @@
 from workspace.views.activity import activity_page
 from workspace.views.files import file_diff, file_history, file_raw, file_view, workspace_home
 from workspace.views.locks import lock_release_view, locks_page
+from workspace.views.pipelines import pipeline_page, pipelines_page
 from workspace.views.search import global_search_page, search_page
 from workspace.views.tasks import (
     approval_decide_view,
@@ -41,6 +42,8 @@ __all__ = [
     "members_action",
     "members_page",
     "offer_respond",
+    "pipeline_page",
+    "pipelines_page",
     "search_page",
     "task_board_page",
     "task_page",

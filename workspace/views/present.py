@@ -49,6 +49,7 @@ class Urls:
         self.worklog = reverse("ws-worklog", kwargs={"ws": ws_id})
         self.members = reverse("ws-members", kwargs={"ws": ws_id})
         self.home = reverse("workspace", kwargs={"ws": ws_id})
+        self.pipelines = reverse("ws-pipelines", kwargs={"ws": ws_id})
 
     def file(self, path: str, version: int | None = None, **params: Any) -> str:
         query = {**({"version": version} if version is not None else {}), **params}
@@ -63,6 +64,9 @@ class Urls:
     def raw(self, path: str, version: int | None = None, *, inline: bool = False) -> str:
         query = {**({"version": version} if version is not None else {}), **({"inline": 1} if inline else {})}
         return self._raw + quote_path(path) + (f"?{urlencode(query)}" if query else "")
+
+    def pipeline(self, run_id: str) -> str:
+        return f"{self.pipelines}{quote(run_id, safe='')}/"
 
     def task(self, task_id: str) -> str:
         return f"{self._task}{quote(task_id, safe='')}/"
@@ -298,6 +302,9 @@ def event_link(event: Event, urls: Urls) -> str:
         return urls.members
     if kind.startswith("workspace."):
         return urls.home
+    if kind.startswith("pipeline."):
+        run = data.get("pipeline") if isinstance(data.get("pipeline"), str) else event.target
+        return urls.pipeline(run) if run else urls.pipelines
     return ""
 
 
@@ -351,4 +358,9 @@ def event_summary(event: Event) -> str:
         return f"ownership moved from {get('from')} to {get('to')}"
     if kind == "transfer.offered":
         return f"ownership offered to {get('to')}"
+    if kind == "pipeline.created":
+        return f"pipeline {get('name')} started: {get('steps')} steps"
+    if kind == "pipeline.finished":
+        speedup = f", speed-up {get('speedup')}×" if get("speedup") else ""
+        return f"pipeline {get('name')} {get('status')}{speedup}"
     return ""
