@@ -82,7 +82,7 @@ def test_create_get_and_list(api, ws):
     assert [e["target"] for e in events(api, ws, "task.created")][0] == body["id"]
 
 
-@pytest.mark.parametrize("fields, field", [
+BAD_TASKS = [
     ({"title": ""}, "title"),
     ({"title": "x", "priority": "high"}, "priority"),
     ({"title": "x", "max_attempts": 0}, "max_attempts"),
@@ -91,12 +91,21 @@ def test_create_get_and_list(api, ws):
     ({"title": "x", "queue": "has space"}, None),
     ({"title": "x", "depends_on": "task_1"}, "depends_on"),
     ({"title": "x", "payload": {"k": "nul\u0000"}}, None),
-])
-def test_bad_input_is_400_and_creates_nothing(api, ws, fields, field):
-    """GIVEN a malformed task WHEN created THEN 400 with the error body, and no task exists."""
-    error = assert_error(api.post(tasks_url(ws), json=fields), 400)
-    if field:
-        assert field in error.get("fields", {}), error
+    (["not", "an", "object"], None),
+]
+
+
+def test_bad_input_is_400_and_creates_nothing(api, ws):
+    """GIVEN malformed tasks WHEN each is created THEN 400 with the error body naming the field, and no
+    task exists afterwards."""
+    for fields, field in BAD_TASKS:
+        error = assert_error(api.post(tasks_url(ws), json=fields), 400)
+        if field:
+            assert field in error.get("fields", {}), (fields, error)
+    assert_error(api.post(tasks_url(ws), content=b"{not json", headers={"Content-Type": "application/json"}), 400)
+    assert_error(claim(api, ws, kinds="k1"), 400)
+    assert_error(claim(api, ws, lease_seconds=0), 400)
+    assert_error(api.get(tasks_url(ws), params={"status": "sleeping"}), 400)
     assert api.get(tasks_url(ws)).json()["results"] == []
 
 
