@@ -1,0 +1,137 @@
+"""The lock manager against a live server, beside the authenticated no-op in the same run.
+
+- Uncontended: one client acquires and releases a lock, and calls `GET /api/v1/me`, alternately
+  (so both see the same machine load); the acquire+release round trip is compared with one no-op.
+- Contended: 1, 8 and 32 clients (each its own agent account and HTTP connection) loop
+  acquire (waiting up to 30 s, first come first served) -> release, either all on one path or
+  each on its own of 32 distinct paths; grants per second and the pair's latency.
+Targets (issue 3): an uncontended acquire+release costs at most 2.5x one no-op request at p50,
+and 32 clients on one path reach at least half the grants per second of 1 client.
+
+    python bench/locks.py                    # starts its own server
+    SWITCHYARD_URL=... SWITCHYARD_TOKEN=... python bench/locks.py
+    BENCH_N=300 BENCH_SECONDS=5              # samples for the uncontended pair, seconds per contended run
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Server, bench_server, emit, summarize_ms, target  # noqa: E402
+
+N = int(os.environ.get("BENCH_N", "300"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+CLIENTS = (1, 8, 32)
+
+
+def pair(api: Any, ws: str, path: str, *, wait: float = 0) -> None:
+    response = api.post(f"/api/v1/workspaces/{ws}/locks",
+                        json={"path": path, "ttl_seconds": 60, "wait_seconds": wait, "reason": "bench"})
+    response.raise_for_status()
+    api.delete(f"/api/v1/workspaces/{ws}/locks/{response.json()['id']}").raise_for_status()
+
+
+def uncontended(server: Server, ws: str) -> dict[str, dict[str, float]]:
+    noop_samples: list[float] = []
+    pair_samples: list[float] = []
+    with server.client() as api:
+        for i in range(20):
+            api.get("/api/v1/me").raise_for_status()
+            pair(api, ws, "warm.txt")
+        for i in range(N):
+            start = time.perf_counter()
+            api.get("/api/v1/me").raise_for_status()
+            noop_samples.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            pair(api, ws, "solo.txt")
+            pair_samples.append(time.perf_counter() - start)
+    return {"noop": summarize_ms(noop_samples), "acquire_release": summarize_ms(pair_samples)}
+
+
+def contended(server: Server, ws: str, tokens: list[str], clients: int, *, one_path: bool) -> dict[str, float]:
+    samples: list[float] = []
+    failures: list[str] = []
+    guard = threading.Lock()
+    ready = threading.Barrier(clients + 1)
+    stop = threading.Event()
+
+    def worker(i: int) -> None:
+        path = "hot.txt" if one_path else f"distinct/{i % 32}.txt"
+        local: list[float] = []
+        with server.client(tokens[i]) as api:
+            pair(api, ws, f"warm/{i}.txt")
+            ready.wait()
+            while not stop.is_set():
+                start = time.perf_counter()
+                try:
+                    pair(api, ws, path, wait=30)
+                except Exception as exc:  # a timeout or error is reported, not hidden
+                    with guard:
+                        failures.append(repr(exc)[:200])
+                    continue
+                local.append(time.perf_counter() - start)
+        with guard:
+            samples.extend(local)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    started = time.perf_counter()
+    time.sleep(SECONDS)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {"clients": clients, **summarize_ms(samples), "grants_per_second": round(len(samples) / elapsed, 1),
+            "failures": len(failures), **({"first_failure": failures[0]} if failures else {})}
+
+
+def main() -> None:
+    with bench_server(workers=1, web_workers=2) as server:
+        with server.client() as api:
+            ws = api.post("/api/v1/workspaces", json={"name": "bench-locks", "intelligence": False}).json()["id"]
+        tokens = []
+        stamp = int(time.time())
+        for i in range(max(CLIENTS)):
+            token = server.new_agent_token(f"lock-bench-{stamp}-{i}")
+            with server.client(token) as agent:
+                name = agent.get("/api/v1/me").json()["username"]
+            with server.client() as api:
+                api.put(f"/api/v1/workspaces/{ws}/members/{name}", json={"role": "editor"}).raise_for_status()
+            tokens.append(token)
+        single = uncontended(server, ws)
+        runs = {
+            "one_path": {f"clients_{n}": contended(server, ws, tokens, n, one_path=True) for n in CLIENTS},
+            "distinct_paths": {f"clients_{n}": contended(server, ws, tokens, n, one_path=False) for n in CLIENTS},
+        }
+    pair_ratio = single["acquire_release"]["p50_ms"] / single["noop"]["p50_ms"]
+    one = runs["one_path"]
+    scale_ratio = one["clients_32"]["grants_per_second"] / one["clients_1"]["grants_per_second"]
+    emit({
+        "benchmark": "locks",
+        "database": "postgresql" if os.environ.get("DATABASE_URL") else "sqlite",
+        "uncontended": single,
+        "contended": runs,
+        "ratios": {
+            "acquire_release_p50_over_noop_p50": round(pair_ratio, 3),
+            "one_path_32_over_1_grants_per_second": round(scale_ratio, 3),
+            "one_path_8_over_1_grants_per_second": round(one["clients_8"]["grants_per_second"]
+                                                         / one["clients_1"]["grants_per_second"], 3),
+            "distinct_32_over_1_grants_per_second": round(runs["distinct_paths"]["clients_32"]["grants_per_second"]
+                                                          / runs["distinct_paths"]["clients_1"]["grants_per_second"], 3),
+        },
+    }, [
+        target("acquire+release p50 / no-op p50 (1 client)", pair_ratio, 2.5, "x", pair_ratio <= 2.5),
+        target("grants/s, 32 clients on one path / 1 client", scale_ratio, 0.5, "x", scale_ratio >= 0.5),
+    ])
+
+
+if __name__ == "__main__":
+    main()
