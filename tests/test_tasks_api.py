@@ -296,6 +296,24 @@ def test_fail_with_retry_requeues_with_backoff_then_fails_and_writes_log(api, ws
     assert failed["log"] == f"failed/{task['id']}.log"
 
 
+def test_lease_running_out_on_the_last_attempt_fails_the_task_and_writes_its_log(api, ws, agents):
+    """GIVEN a task with max_attempts 1 and a 1 s lease WHEN its claimant goes silent THEN the sweeper fails it
+    (no retry left), records heartbeat-lost then failed, and writes failed/<id>.log naming the expiry."""
+    ada, _ = agents
+    task = create(api, ws, max_attempts=1, lease_seconds=1)
+    claim(ada, ws)
+    deadline = time.monotonic() + 10
+    while api.get(tasks_url(ws, task["id"])).json()["status"] != "failed" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    body = api.get(tasks_url(ws, task["id"])).json()
+    assert body["status"] == "failed" and body["attempts"] == 1 and body["claimed_by"] is None
+    assert body["history"][0]["reason"] == "lease_expired" and body["history"][0]["by"] == "ada"
+    log = api.get(f"/api/v1/workspaces/{ws}/files/failed/{task['id']}.log")
+    assert log.status_code == 200 and "lease_expired" in log.text and "attempts: 1 of 1" in log.text
+    assert [e["type"] for e in events(api, ws, "task.heartbeat-lost", "task.requeued", "task.failed")] == [
+        "task.heartbeat-lost", "task.failed"]
+
+
 def test_fail_without_retry_fails_at_once(api, ws):
     """GIVEN a claimed task with attempts left WHEN failed with retry false THEN it is failed right away."""
     task = create(api, ws, max_attempts=5)
