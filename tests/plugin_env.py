@@ -15,6 +15,7 @@ os.environ["SWITCHYARD_DATA_DIR"] = os.environ["SWITCHYARD_TEST_DATA_DIR"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("SWITCHYARD_BLOB_FSYNC", "false")
+os.environ.setdefault("SWITCHYARD_TEST_FAST_PASSWORDS", "true")
 # A lower auth-failure limit would trip the tests that send bad tokens on purpose.
 os.environ.setdefault("SWITCHYARD_AUTH_FAILURE_LIMIT", "100000")
 if "CHROMA_URL" not in os.environ:
