@@ -11,16 +11,26 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+from django.db import connection
 from django.db.models import Case, Count, F, FloatField, Q, Sum, Value, When
 from django.db.models.functions import Cast
 
-from search.models import KeywordStats, Posting
+from search.models import Posting
 
 K1 = 1.2
 B = 0.75
 MAX_TERM = 64
 MAX_QUERY_TERMS = 64
+# Impacts order a term's postings for pruning; only the order matters, and for the usual tf of 1
+# it is the same (shorter chunks first) whatever average length is assumed here.
+NOMINAL_LENGTH = 64.0
+# Ranking reads at most this many postings per term and workspace, best impact first: the cost of
+# a query no longer grows with the collection, and a chunk that ranks in the top hundred is
+# practically always among the best thousand postings of one of its terms.
+PER_TERM = 1000
+MAX_PRUNED_LISTS = 200
 
 STOPWORDS = frozenset("""
 a about above after again against all am an and any are as at be because been before being below between
@@ -34,6 +44,7 @@ yourselves also may might must shall us etc via per
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|\d+")
+_HUMP = re.compile(r"[a-z][A-Z]|[A-Z][A-Z][a-z]")
 
 
 def stem(word: str) -> str:
@@ -57,7 +68,10 @@ def normalize(word: str) -> str | None:
 
 
 def _parts(word: str) -> list[str]:
-    """The pieces of an identifier: snake_case and camelCase, beside the whole word."""
+    """The pieces of an identifier (snake_case, camelCase), indexed beside the whole word. Words
+    without either (plain words, numbers, hex digests) are not split."""
+    if "_" not in word and not _HUMP.search(word):
+        return []
     pieces = [p for chunk in word.split("_") for p in (_CAMEL.findall(chunk) or [chunk]) if p]
     return pieces if len(pieces) > 1 else []
 
@@ -81,19 +95,21 @@ def query_terms(query: str) -> list[str]:
     return list(dict.fromkeys(analyze(query)))[:MAX_QUERY_TERMS]
 
 
-def postings_for(*, chunk_id: str, workspace_id: str, text: str) -> tuple[list[Posting], int]:
-    """The postings of one chunk, and its length in terms."""
-    counts = Counter(analyze(text))
+def term_weight(*, tf: float, length: float, avgdl: float) -> float:
+    """BM25's term-frequency part: saturating in tf, normalised by the chunk's length."""
+    return tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * length / avgdl))
+
+
+def term_counts(text: str) -> Counter[str]:
+    """How often each term occurs in a text; their sum is its length in BM25's sense."""
+    return Counter(analyze(text))
+
+
+def postings(*, chunk_id: int, workspace_id: str, counts: Counter[str]) -> list[Posting]:
     length = sum(counts.values())
-    return [Posting(chunk_id=chunk_id, workspace_id=workspace_id, term=term, tf=tf, length=length)
-            for term, tf in counts.items()], length
-
-
-def collection_stats(workspace_ids: Sequence[str]) -> tuple[int, int]:
-    """(searchable chunks, their total length) over the given workspaces."""
-    totals = KeywordStats.objects.filter(workspace_id__in=workspace_ids).aggregate(
-        chunks=Sum("chunks"), tokens=Sum("tokens"))
-    return int(totals["chunks"] or 0), int(totals["tokens"] or 0)
+    return [Posting(chunk_id=chunk_id, workspace_id=workspace_id, term=term, tf=tf, length=length,
+                    impact=term_weight(tf=tf, length=length, avgdl=NOMINAL_LENGTH))
+            for term, tf in counts.items()]
 
 
 def idf(*, n_chunks: int, df: int) -> float:
@@ -102,25 +118,51 @@ def idf(*, n_chunks: int, df: int) -> float:
 
 
 def rank(*, terms: Iterable[str], workspace_ids: Sequence[str], stats: tuple[int, int],
-         chunk_filter: Q | None = None, limit: int = 100) -> list[tuple[str, float]]:
+         chunk_filter: Q | None = None, limit: int = 100) -> list[tuple[int, float]]:
     """The best `limit` chunks for the terms by BM25, as (chunk id, score), best first."""
     terms = list(terms)
+    workspace_ids = list(workspace_ids)
     n_chunks, total = stats
     if not terms or not workspace_ids or n_chunks <= 0:
         return []
-    scope = Posting.objects.filter(term__in=terms, workspace_id__in=list(workspace_ids))
+    scope = Posting.objects.filter(term__in=terms, workspace_id__in=workspace_ids)
     frequencies = {row["term"]: row["n"] for row in scope.values("term").annotate(n=Count("term"))}
     if not frequencies:
         return []
+    weights = {term: idf(n_chunks=n_chunks, df=df) for term, df in frequencies.items()}
     avgdl = max(total / n_chunks, 1.0)
-    weight = Case(*[When(term=term, then=Value(idf(n_chunks=n_chunks, df=df)))
-                    for term, df in frequencies.items()], default=Value(0.0), output_field=FloatField())
+    if chunk_filter is None and len(weights) * len(workspace_ids) <= MAX_PRUNED_LISTS:
+        return _rank_pruned(weights, workspace_ids, avgdl, limit)
+    weight = Case(*[When(term=term, then=Value(w)) for term, w in weights.items()], default=Value(0.0),
+                  output_field=FloatField())
     tf = Cast(F("tf"), FloatField())
     length = Cast(F("length"), FloatField())
     score = Sum(weight * tf * Value(K1 + 1.0) / (tf + Value(K1 * (1.0 - B)) + Value(K1 * B / avgdl) * length),
                 output_field=FloatField())
-    qs = scope.filter(term__in=list(frequencies))
+    qs = scope.filter(term__in=list(weights))
     if chunk_filter is not None:
         qs = qs.filter(chunk_filter)
     rows = qs.values("chunk_id").annotate(score=score).order_by("-score", "chunk_id")[:limit]
     return [(row["chunk_id"], float(row["score"])) for row in rows]
+
+
+def _rank_pruned(weights: dict[str, float], workspace_ids: list[str], avgdl: float,
+                 limit: int) -> list[tuple[int, float]]:
+    """BM25 over the best PER_TERM postings of each term (by impact, read off the index in order)."""
+    table = connection.ops.quote_name(Posting._meta.db_table)
+    per_term = max(PER_TERM, 4 * limit)
+    lists, list_params = [], []
+    for term in weights:
+        for workspace_id in workspace_ids:
+            lists.append(f"SELECT * FROM (SELECT chunk_id, term, tf, length FROM {table} "  # noqa: S608
+                         f"WHERE term = %s AND workspace_id = %s ORDER BY impact DESC LIMIT %s) AS p{len(lists)}")
+            list_params += [term, workspace_id, per_term]
+    case = "CASE term " + " ".join("WHEN %s THEN %s" for _ in weights) + " ELSE 0.0 END"
+    sql = (f"SELECT chunk_id, SUM(({case}) * tf * %s / (tf + %s + %s * length)) AS score "  # noqa: S608
+           f"FROM ({' UNION ALL '.join(lists)}) AS candidates "
+           f"GROUP BY chunk_id ORDER BY score DESC, chunk_id LIMIT %s")
+    params: list[Any] = [value for pair in weights.items() for value in pair]
+    params += [K1 + 1.0, K1 * (1.0 - B), K1 * B / avgdl, *list_params, limit]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [(int(chunk_id), float(score)) for chunk_id, score in cursor.fetchall()]

@@ -51,9 +51,10 @@ class IndexState(models.Model):
 
 
 class Chunk(models.Model):
-    """One chunk of the indexed version of a file; its id is also its vector's id in Chroma."""
+    """One chunk of the indexed version of a file."""
 
-    id = models.CharField(primary_key=True, max_length=80)
+    # Deterministic (workspace, path, version, ordinal), so a retried job upserts the same vectors.
+    vector_id = models.CharField(max_length=80, unique=True, help_text="The vector's id in Chroma.")
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
     path = models.CharField(max_length=1024)
     version = models.PositiveIntegerField()
@@ -80,17 +81,19 @@ class Chunk(models.Model):
 
 class Posting(models.Model):
     """A keyword term in a chunk. The workspace and chunk length are copied in so that ranking
-    reads one covering index and never joins."""
+    reads one covering index and never joins; `impact` (the term's BM25 weight in the chunk when it
+    was indexed) orders each term's postings so that ranking can read the best ones first."""
 
     chunk = models.ForeignKey(Chunk, on_delete=models.CASCADE, related_name="postings")
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
     term = models.CharField(max_length=64)
     tf = models.PositiveIntegerField()
     length = models.PositiveIntegerField()
+    impact = models.FloatField()
 
     class Meta:
         indexes = [
-            models.Index(fields=["term", "workspace", "chunk", "tf", "length"], name="posting_term_idx"),
+            models.Index(fields=["term", "workspace", "-impact", "chunk", "tf", "length"], name="posting_term_idx"),
         ]
 
     def __str__(self) -> str:

@@ -126,25 +126,32 @@ def search(*, workspace_ids: Sequence[str], query: str, k: int = 10, mode: str =
     assert mode in MODES
     filters = filters or Filters()
     workspace_ids = list(dict.fromkeys(workspace_ids))
-    pending = IndexState.objects.filter(workspace_id__in=workspace_ids, status=IndexState.Status.PENDING).count() \
-        if workspace_ids else 0
-    if not workspace_ids or not query.strip():
-        return SearchResult(hits=[], pending=pending)
-    populated = _populated(workspace_ids)
-    stats = keyword.collection_stats(populated) if populated else (0, 0)
+    if not workspace_ids:
+        return SearchResult(hits=[], pending=0)
     depth = min(max(MIN_DEPTH, 3 * k), MAX_DEPTH)
-    terms = keyword.query_terms(query)
+    # The query starts encoding at once; the workspaces to ask Chroma follow when they are known.
+    scope: Future[list[str]] = Future()
     semantic: Future[list[tuple[str, float]]] | None = None
-    if mode != "keyword" and populated:
-        semantic = _executor().submit(_semantic_candidates, query, populated,
-                                      FILTERED_DEPTH if filters.active else depth)
+    if mode != "keyword" and query.strip():
+        semantic = _executor().submit(_semantic_candidates, query, scope, FILTERED_DEPTH if filters.active else depth)
+    try:
+        pending = IndexState.objects.filter(workspace_id__in=workspace_ids,
+                                            status=IndexState.Status.PENDING).count()
+        populated, stats = _populated(workspace_ids)
+    except BaseException as exc:
+        scope.set_exception(exc)
+        raise
+    scope.set_result(populated)
+    if not query.strip():
+        return SearchResult(hits=[], pending=pending)
+    terms = keyword.query_terms(query)
     degraded: list[str] = []
     lists: list[list[tuple[Chunk, float]]] = []
     if mode != "semantic":
         ranked = keyword.rank(terms=terms, workspace_ids=populated, stats=stats,
                               chunk_filter=filters.q("chunk__") if filters.active else None, limit=depth)
         lists.append(_hydrate(ranked, populated, filters))
-    if semantic is not None:
+    if semantic is not None and populated:
         try:
             neighbours = semantic.result()
         except vectors.VectorStoreError:
@@ -152,9 +159,10 @@ def search(*, workspace_ids: Sequence[str], query: str, k: int = 10, mode: str =
                 raise
             degraded.append("semantic")
         else:
-            hits = _hydrate(neighbours, populated, filters)
+            hits = _hydrate(neighbours, populated, filters, key="vector_id")
             if filters.active and len(hits) < depth and len(neighbours) >= FILTERED_DEPTH:
-                hits = _hydrate(_filtered_semantic(query, populated, filters, depth), populated, filters)
+                hits = _hydrate(_filtered_semantic(query, populated, filters, depth), populated, filters,
+                                key="vector_id")
             # Chroma reports cosine distance; the score is the similarity.
             lists.insert(0, [(chunk, 1.0 - distance) for chunk, distance in hits])
     if per_file:
@@ -165,17 +173,20 @@ def search(*, workspace_ids: Sequence[str], query: str, k: int = 10, mode: str =
     return SearchResult(hits=hits, pending=pending, degraded=degraded)
 
 
-def _populated(workspace_ids: list[str]) -> list[str]:
-    """The workspaces that have anything searchable (the others need no Chroma round trip)."""
-    return list(KeywordStats.objects.filter(workspace_id__in=workspace_ids, chunks__gt=0)
-                .values_list("workspace_id", flat=True))
+def _populated(workspace_ids: list[str]) -> tuple[list[str], tuple[int, int]]:
+    """The workspaces that have anything searchable (the others need no Chroma round trip), and
+    their keyword totals (chunks, terms)."""
+    rows = list(KeywordStats.objects.filter(workspace_id__in=workspace_ids, chunks__gt=0)
+                .values_list("workspace_id", "chunks", "tokens"))
+    return [ws for ws, _, _ in rows], (sum(r[1] for r in rows), sum(r[2] for r in rows))
 
 
-def _semantic_candidates(query: str, workspace_ids: list[str], n: int) -> list[tuple[str, float]]:
+def _semantic_candidates(query: str, scope: Future[list[str]], n: int) -> list[tuple[str, float]]:
     from search.embeddings import embed_query
 
     vector = embed_query(query)
-    return _nearest(vector, workspace_ids, n, None)
+    workspace_ids = scope.result()
+    return _nearest(vector, workspace_ids, n, None) if workspace_ids else []
 
 
 def _filtered_semantic(query: str, workspace_ids: list[str], filters: Filters, n: int) -> list[tuple[str, float]]:
@@ -199,19 +210,20 @@ def _nearest(vector: list[float], workspace_ids: list[str], n: int,
     return found[:n]
 
 
-_CHUNK_FIELDS = ("id", "workspace_id", "path", "version", "start", "end", "text", "author_id", "task_id",
-                 "created_at")
+_CHUNK_FIELDS = ("id", "vector_id", "workspace_id", "path", "version", "start", "end", "text", "author_id",
+                 "task_id", "created_at")
 
 
-def _hydrate(ranked: list[tuple[str, float]], workspace_ids: list[str],
-             filters: Filters) -> list[tuple[Chunk, float]]:
-    """The ranked ids that are searchable chunks of these workspaces and pass the filters."""
+def _hydrate(ranked: Sequence[tuple[Any, float]], workspace_ids: list[str], filters: Filters, *,
+             key: str = "id") -> list[tuple[Chunk, float]]:
+    """The ranked chunks (by `key`: "id", or "vector_id" for Chroma's ids) that are searchable
+    chunks of these workspaces and pass the filters."""
     if not ranked:
         return []
-    qs = Chunk.objects.filter(id__in=[cid for cid, _ in ranked], workspace_id__in=workspace_ids)
+    qs = Chunk.objects.filter(**{f"{key}__in": [cid for cid, _ in ranked]}, workspace_id__in=workspace_ids)
     if filters.active:
         qs = qs.filter(filters.q())
-    rows = {chunk.id: chunk for chunk in qs.only(*_CHUNK_FIELDS)}
+    rows = {getattr(chunk, key): chunk for chunk in qs.only(*_CHUNK_FIELDS)}
     return [(rows[cid], score) for cid, score in ranked if cid in rows and filters.admits(rows[cid])]
 
 
@@ -239,7 +251,7 @@ def _fuse(lists: list[list[tuple[Chunk, float]]], *, by_file: bool) -> list[tupl
     """RRF over the lists, by file when they were collapsed to files (else by chunk); a fused
     entry is shown through the chunk that ranked best for it in any one list."""
     def group(chunk: Chunk) -> str:
-        return f"{chunk.workspace_id}\0{chunk.path}" if by_file else chunk.id
+        return f"{chunk.workspace_id}\0{chunk.path}" if by_file else str(chunk.pk)
 
     best: dict[str, tuple[int, Chunk]] = {}
     rankings = []

@@ -42,7 +42,7 @@ MAX_REQUEUES = 5
 Status = IndexState.Status
 
 
-def chunk_id(workspace_id: str, path: str, version: int, ordinal: int) -> str:
+def vector_id(workspace_id: str, path: str, version: int, ordinal: int) -> str:
     digest = hashlib.sha1(path.encode("utf-8"), usedforsecurity=False).hexdigest()[:20]
     return f"{workspace_id}:{digest}:{version}:{ordinal}"
 
@@ -193,7 +193,7 @@ def _prepare(version: FileVersion) -> _Outcome:
     if document.truncated:
         outcome.reason = f"only the first {MAX_TEXT_CHARS} characters are indexed"
     outcome.specs = chunk_document(document)
-    outcome.ids = [chunk_id(version.workspace_id, version.path, version.version, s.ordinal) for s in outcome.specs]
+    outcome.ids = [vector_id(version.workspace_id, version.path, version.version, s.ordinal) for s in outcome.specs]
     return outcome
 
 
@@ -217,7 +217,7 @@ def _store_vectors(version: FileVersion, specs: list[ChunkSpec], ids: list[str])
     # Fail fast, before the model is loaded, when Chroma is not there.
     vectors.ensure(workspace_id=ws)
     shas = {spec.sha for spec in specs}
-    known = dict(Chunk.objects.filter(workspace_id=ws, sha__in=shas).values_list("sha", "id"))
+    known = dict(Chunk.objects.filter(workspace_id=ws, sha__in=shas).values_list("sha", "vector_id"))
     by_sha: dict[str, Any] = {}
     if known:
         stored = vectors.embeddings_of(workspace_id=ws, ids=list(known.values()))
@@ -245,24 +245,25 @@ def _commit(*, state_id: int, outcome: _Outcome) -> list[str]:
         if state.indexed_version is not None and state.indexed_version >= version.version:
             # Another run got here first with this version or a newer one: keep its rows, and drop
             # only the vectors that no row vouches for.
-            kept = set(Chunk.objects.filter(workspace_id=ws, path=path).values_list("id", flat=True))
-            return [cid for cid in outcome.ids if cid not in kept]
-        old = list(Chunk.objects.filter(workspace_id=ws, path=path).values_list("id", "length"))
+            kept = set(Chunk.objects.filter(workspace_id=ws, path=path).values_list("vector_id", flat=True))
+            return [vid for vid in outcome.ids if vid not in kept]
+        old = list(Chunk.objects.filter(workspace_id=ws, path=path).values_list("pk", "vector_id", "length"))
         if old:
-            Posting.objects.filter(chunk_id__in=[cid for cid, _ in old]).delete()
-            Chunk.objects.filter(workspace_id=ws, path=path).delete()
-        rows, postings = [], []
-        for spec, cid in zip(outcome.specs, outcome.ids, strict=True):
-            chunk_postings, length = keyword.postings_for(chunk_id=cid, workspace_id=ws, text=spec.embed_text)
-            postings.extend(chunk_postings)
-            rows.append(Chunk(id=cid, workspace_id=ws, path=path, version=version.version, ordinal=spec.ordinal,
-                              start=spec.start, end=spec.end, text=spec.text, context=spec.context, sha=spec.sha,
-                              author_id=version.author_id, task_id=version.task_id or "",
-                              created_at=version.created_at, length=length))
-        Chunk.objects.bulk_create(rows, batch_size=500)
-        Posting.objects.bulk_create(postings, batch_size=2000)
+            Posting.objects.filter(chunk_id__in=[pk for pk, _, _ in old]).delete()
+            Chunk.objects.filter(pk__in=[pk for pk, _, _ in old]).delete()
+        counts = [keyword.term_counts(spec.embed_text) for spec in outcome.specs]
+        rows = [Chunk(vector_id=vid, workspace_id=ws, path=path, version=version.version, ordinal=spec.ordinal,
+                      start=spec.start, end=spec.end, text=spec.text, context=spec.context, sha=spec.sha,
+                      author_id=version.author_id, task_id=version.task_id or "", created_at=version.created_at,
+                      length=sum(terms.values()))
+                for spec, vid, terms in zip(outcome.specs, outcome.ids, counts, strict=True)]
+        Chunk.objects.bulk_create(rows, batch_size=500)  # sets each row's pk (SQLite and PostgreSQL)
+        Posting.objects.bulk_create(
+            [p for row, terms in zip(rows, counts, strict=True)
+             for p in keyword.postings(chunk_id=row.pk, workspace_id=ws, counts=terms)],
+            batch_size=2000)
         _adjust_totals(ws, chunks=len(rows) - len(old),
-                       tokens=sum(r.length for r in rows) - sum(length for _, length in old))
+                       tokens=sum(r.length for r in rows) - sum(length for _, _, length in old))
         waiting = state.version > version.version
         IndexState.objects.filter(pk=state.pk).update(
             indexed_version=version.version, status=Status.PENDING if waiting else outcome.status,
@@ -277,7 +278,7 @@ def _commit(*, state_id: int, outcome: _Outcome) -> list[str]:
             data["reason"] = outcome.reason
         event_record(workspace_id=ws, type="file.indexed", target=path, data=data)
     new = set(outcome.ids)
-    return [cid for cid, _ in old if cid not in new]
+    return [vid for _, vid, _ in old if vid not in new]
 
 
 def _adjust_totals(workspace_id: str, *, chunks: int, tokens: int) -> None:
