@@ -92,11 +92,15 @@ def consume_throughput(server: Server, ws: str, consumers: int) -> dict[str, Any
     return asyncio.run(_drain(server, ws, topic, consumers, BACKLOG))
 
 
-def _paced_publishes(server: Server, ws: str, topic: str, sent: dict[int, float], ready: threading.Event) -> None:
-    ready.wait(30)
+def _paced_publishes(server: Server, ws: str, topic: str, sent: dict[int, float], listening: threading.Event) -> None:
+    """One publish at a time, each once the receiver is listening again: this measures delivery,
+    not a queue building up behind a slow receiver."""
     with server.client() as api:
         for i in range(LATENCY_SAMPLES + 10):
-            time.sleep(0.03)  # let the receiver get back to waiting: this measures delivery, not queueing
+            if not listening.wait(30):
+                raise SystemExit("the receiver stopped listening")
+            listening.clear()
+            time.sleep(0.03)  # the receiver's request reaches the server and starts waiting
             sent[i] = time.perf_counter()
             api.post(f"{_topic(ws, topic)}/messages", json={"body": {"i": i}}).raise_for_status()
 
@@ -107,15 +111,16 @@ def websocket_latency(server: Server, ws: str) -> dict[str, float]:
     topic = "latency-ws"
     sent: dict[int, float] = {}
     got: dict[int, float] = {}
-    ready = threading.Event()
+    listening = threading.Event()
     url = server.url.replace("http", "ws", 1) + f"/ws/workspaces/{ws}/topics/{topic}/?after=0"
     with connect(url, additional_headers={"Authorization": f"Bearer {server.token}"}, open_timeout=30) as conn:
-        publisher = threading.Thread(target=_paced_publishes, args=(server, ws, topic, sent, ready))
+        publisher = threading.Thread(target=_paced_publishes, args=(server, ws, topic, sent, listening))
         publisher.start()
-        ready.set()
+        listening.set()
         while len(got) < LATENCY_SAMPLES + 10:
             frame = json.loads(conn.recv(timeout=30))
             got[frame["body"]["i"]] = time.perf_counter()
+            listening.set()
         publisher.join()
     return summarize_ms([got[i] - sent[i] for i in range(10, LATENCY_SAMPLES + 10)])
 
@@ -124,13 +129,13 @@ def long_poll_latency(server: Server, ws: str) -> dict[str, float]:
     topic = "latency-lp"
     sent: dict[int, float] = {}
     got: dict[int, float] = {}
-    ready = threading.Event()
-    publisher = threading.Thread(target=_paced_publishes, args=(server, ws, topic, sent, ready))
+    listening = threading.Event()
+    publisher = threading.Thread(target=_paced_publishes, args=(server, ws, topic, sent, listening))
     publisher.start()
     url = f"{_topic(ws, topic)}/groups/latency"
     with server.client() as api:
-        ready.set()
         while len(got) < LATENCY_SAMPLES + 10:
+            listening.set()
             response = api.post(f"{url}/pull", json={"max": 10, "wait_seconds": 10})
             response.raise_for_status()
             now = time.perf_counter()

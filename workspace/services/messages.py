@@ -176,12 +176,12 @@ def _wake(workspace_id: str, name: str) -> None:
 
 
 def _announce(workspace_id: str, item: dict[str, Any], size: int) -> None:
+    _wake(workspace_id, item["topic"])
     payload = dict(item)
     if size > INLINE_BODY_MAX:
         # Too big for the channel layer: the stream reads the message from the database instead.
         payload.pop("body", None)
     publish_to_channel_layer(topic_group(workspace_id, item["topic"]), {"type": "topic.message", "message": payload})
-    _wake(workspace_id, item["topic"])
 
 
 def iso(value: datetime) -> str:
@@ -234,10 +234,11 @@ def _append(*, workspace_id: str, name: str, body: dict[str, Any], key: str, siz
         publisher=publisher if publisher is not None and getattr(publisher, "pk", None) else None,
         published_at=timezone.now(),
     )
+    item = message_json(message, name, publisher.username if message.publisher_id else None)
+    # Registered before the event's own announcement, so that waiting consumers hear first.
+    transaction.on_commit(lambda: _announce(workspace_id, item, size))
     event_record(workspace_id=workspace_id, type="message.published", actor=publisher, target=name,
                  data={"topic": name, "offset": message.offset})
-    item = message_json(message, name, publisher.username if message.publisher_id else None)
-    transaction.on_commit(lambda: _announce(workspace_id, item, size))
     return message
 
 
