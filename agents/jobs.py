@@ -2,7 +2,7 @@
 and call a service (STYLE rule 8). See agents/pipelines/dispatch.py for who enqueues them."""
 from __future__ import annotations
 
-from django.db import close_old_connections
+from agents.pipelines.runner import ensure_usable_connections
 
 
 def run_step(task_id: str) -> str:
@@ -16,19 +16,13 @@ def finish_run(run_id: str) -> bool:
     """Record a run's end and its measurements once every step has ended."""
     from agents.pipelines.services import pipeline_finish
 
-    close_old_connections()
-    try:
-        return pipeline_finish(run_id=run_id)
-    finally:
-        close_old_connections()
+    ensure_usable_connections()
+    return pipeline_finish(run_id=run_id)
 
 
 def handle_failed_step(task_id: str) -> bool:
     """Move a failed step's inputs under failed/<task-id>/."""
     from agents.pipelines.services import step_handle_failure
 
-    close_old_connections()
-    try:
-        return step_handle_failure(task_id=task_id)
-    finally:
-        close_old_connections()
+    ensure_usable_connections()
+    return step_handle_failure(task_id=task_id)

@@ -69,7 +69,8 @@ class StepContext:
     params: dict[str, Any]
     inputs: Sequence[Input]
     output_names: Sequence[str]
-    scratch: Path
+    # The step's own scratch directory, created on first use of `scratch` (most agents need none).
+    scratch_path: Path
     item: Any = None
     trusted: bool = False
     rate_limit: str | None = None
@@ -82,6 +83,11 @@ class StepContext:
     log_lines: list[str] = field(default_factory=list)
     # Seconds spent waiting for rate-limit tokens, reported in the task's result.
     throttled_seconds: float = 0.0
+
+    @property
+    def scratch(self) -> Path:
+        self.scratch_path.mkdir(parents=True, exist_ok=True)
+        return self.scratch_path
 
     def request_stop(self, reason: str) -> None:
         if not self.stop.is_set():

@@ -80,9 +80,17 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def ensure_usable_connections() -> None:
+    """A worker keeps its database connection from job to job (reconnecting per job costs more than
+    many steps' work), and drops one that broke, e.g. when the database restarted."""
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and not conn.in_atomic_block and not conn.is_usable():
+            conn.close()
+
+
 def step_run(*, task_id: str) -> str:
     """Claim and run the step whose task is `task_id`. Returns what happened, for the job log."""
-    close_old_connections()
+    ensure_usable_connections()
     try:
         step = PipelineStep.objects.select_related("run", "run__created_by", "task").filter(task_id=task_id).first()
         if step is None:
@@ -103,8 +111,9 @@ def step_run(*, task_id: str) -> str:
         if stagger:
             time.sleep(random.uniform(0, stagger) / 1000)  # noqa: S311 - scheduling jitter
         return Attempt(step=step, run=run, access=access).run()
-    finally:
-        close_old_connections()
+    except Exception:
+        close_old_connections()  # a job that broke may have left its connection unusable
+        raise
 
 
 def _fail_run(run: PipelineRun, reason: str) -> None:
@@ -129,7 +138,7 @@ class Attempt:
         self.lease_id = ""
         self.inputs: list[dict[str, Any]] = []
         self.started = time.monotonic()
-        self.scratch = None
+        self.scratch = scratch_root()
 
     # -- claim ------------------------------------------------------------------------------
     def claim(self) -> bool:
@@ -167,7 +176,12 @@ class Attempt:
             self._release_lock()
             return f"stopped: {exc}"
         finally:
-            shutil.rmtree(scratch_root() / self.task.pk / self.lease_id, ignore_errors=True)
+            if self.scratch.exists():
+                shutil.rmtree(self.scratch, ignore_errors=True)
+                try:
+                    self.scratch.parent.rmdir()  # the task's directory, unless another attempt still uses it
+                except OSError:
+                    pass
 
     def _execute(self) -> str:
         assert self.task is not None
@@ -192,11 +206,10 @@ class Attempt:
             if fresh.winner:
                 competition.cancel_losers(access=self.access, judge=fresh, winner=fresh.winner)
             judge_state = {"candidates": competition.candidates(fresh), "winner": fresh.winner}
-        self.scratch.mkdir(parents=True, exist_ok=True)
         ctx = StepContext(
             run_id=self.run_.id, workspace_id=self.run_.workspace_id, task_id=self.task.pk, key=step.key,
             agent=step.agent, attempt=self.task.attempts + 1, params=dict(config.get("params", {})), inputs=inputs,
-            output_names=list(config.get("outputs", [])), scratch=self.scratch, item=config.get("item"),
+            output_names=list(config.get("outputs", [])), scratch_path=self.scratch, item=config.get("item"),
             trusted=self.run_.trusted, rate_limit=config.get("rate_limit"),
             rate_limits=self.run_.plan.get("rate_limits", {}), **judge_state)
         try:
@@ -375,19 +388,24 @@ class Attempt:
         """Create-only, idempotent: identical content already there is reused; this task's own
         earlier attempt is replaced (If-Match on its version); anything else is refused (412)."""
         assert self.task is not None
-        ws_id = self.run_.workspace_id
         sha = hashlib.sha256(data).hexdigest()
-        head = File.objects.filter(workspace_id=ws_id, path=path).first()
-        if head is not None and not head.deleted:
-            if head.sha256 == sha:
-                return {"path": path, "version": head.version, "sha256": sha, "size": len(data), "reused": True}
-            writer = FileVersion.objects.filter(workspace_id=ws_id, path=path, version=head.version) \
-                .values_list("task_id", flat=True).first()
-            if writer == self.task.pk:
-                version = file_write(access=self.access, path=path, content=data, if_match=head.version,
-                                     lock_token=token, task_id=self.task.pk).version
-                return {"path": path, "version": version.version, "sha256": sha, "size": len(data)}
-        version = file_write(access=self.access, path=path, content=data, if_none_match=True, lock_token=token,
+        try:
+            version = file_write(access=self.access, path=path, content=data, if_none_match=True, lock_token=token,
+                                 task_id=self.task.pk).version
+            return {"path": path, "version": version.version, "sha256": sha, "size": len(data)}
+        except PreconditionFailed as exc:
+            if exc.code != "already_exists":
+                raise
+            refusal = exc
+        head = File.objects.filter(workspace_id=self.run_.workspace_id, path=path, deleted=False).first()
+        if head is not None and head.sha256 == sha:
+            return {"path": path, "version": head.version, "sha256": sha, "size": len(data), "reused": True}
+        writer = FileVersion.objects.filter(workspace_id=self.run_.workspace_id, path=path,
+                                            version=head.version).values_list("task_id", flat=True).first() \
+            if head is not None else None
+        if head is None or writer != self.task.pk:
+            raise refusal
+        version = file_write(access=self.access, path=path, content=data, if_match=head.version, lock_token=token,
                              task_id=self.task.pk).version
         return {"path": path, "version": version.version, "sha256": sha, "size": len(data)}
 
