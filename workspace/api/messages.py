@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -59,6 +59,7 @@ class TopicsView(ApiView):
 
 
 class TopicMessagesView(ApiView):
+    @extend_schema_serializer(component_name="MessagePublishInput")
     class InputSerializer(serializers.Serializer):
         body = serializers.JSONField()
         key = serializers.CharField(required=False, allow_null=True, allow_blank=True, max_length=svc.KEY_MAX,
@@ -109,6 +110,7 @@ class GroupView(ApiView):
 
 
 class GroupPullView(ApiView):
+    @extend_schema_serializer(component_name="GroupPullInput")
     class InputSerializer(serializers.Serializer):
         max = serializers.IntegerField(min_value=1, max_value=svc.PULL_MAX, default=10)
         visibility_seconds = serializers.FloatField(min_value=svc.VISIBILITY_MIN, max_value=svc.VISIBILITY_MAX,
@@ -148,6 +150,7 @@ class GroupPullView(ApiView):
 
 
 class GroupAckView(ApiView):
+    @extend_schema_serializer(component_name="GroupAckInput")
     class InputSerializer(serializers.Serializer):
         offsets = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=2**62),
                                         min_length=1, max_length=svc.ACK_MAX)
@@ -189,6 +192,7 @@ class TriggersView(ApiView):
 
 
 class TriggerView(ApiView):
+    @extend_schema_serializer(component_name="TriggerInput")
     class InputSerializer(serializers.Serializer):
         on = serializers.JSONField()
         create_task = serializers.JSONField()
