@@ -114,7 +114,7 @@ def test_redis_restart_mid_run_loses_no_acknowledged_task_message_or_event(
         assert set(acked["task"]) <= tasks, set(acked["task"]) - tasks
         offsets = {str(o) for o in Message.objects.filter(topic__workspace_id=ws).values_list("offset", flat=True)}
         assert set(acked["message"]) <= offsets, set(acked["message"]) - offsets
-        files = set(FileVersion.objects.filter(file__workspace_id=ws).values_list("file__path", flat=True))
+        files = set(FileVersion.objects.filter(workspace_id=ws).values_list("path", flat=True))
         assert set(acked["file"]) <= files, set(acked["file"]) - files
         created_events = set(Event.objects.filter(workspace_id=ws, type="task.created").values_list("target", flat=True))
         assert set(acked["task"]) <= created_events, set(acked["task"]) - created_events
