@@ -34,6 +34,7 @@ def _start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], Path]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_redis_restart_mid_run_loses_no_acknowledged_task_message_or_event(
         live_server_process, transactional_db, make_user, tmp_path):
     """GIVEN a server on a Redis of its own and 4 clients creating tasks, publishing messages and writing files
