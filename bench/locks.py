@@ -38,10 +38,14 @@ def pair(api: Any, ws: str, path: str, *, wait: float = 0) -> None:
 
 
 def uncontended(server: Server, ws: str) -> dict[str, dict[str, float]]:
+    """Alternating: the no-op, an acquire+release pair, and for reference one 4 KB file write
+    (another mutating request that records an event), so all three see the same load."""
     noop_samples: list[float] = []
     pair_samples: list[float] = []
+    write_samples: list[float] = []
+    body = os.urandom(2048).hex().encode()
     with server.client() as api:
-        for i in range(20):
+        for _ in range(20):
             api.get("/api/v1/me").raise_for_status()
             pair(api, ws, "warm.txt")
         for i in range(N):
@@ -51,7 +55,11 @@ def uncontended(server: Server, ws: str) -> dict[str, dict[str, float]]:
             start = time.perf_counter()
             pair(api, ws, "solo.txt")
             pair_samples.append(time.perf_counter() - start)
-    return {"noop": summarize_ms(noop_samples), "acquire_release": summarize_ms(pair_samples)}
+            start = time.perf_counter()
+            api.put(f"/api/v1/workspaces/{ws}/files/ref/{i % 50}.bin", content=body).raise_for_status()
+            write_samples.append(time.perf_counter() - start)
+    return {"noop": summarize_ms(noop_samples), "acquire_release": summarize_ms(pair_samples),
+            "reference_write_4k": summarize_ms(write_samples)}
 
 
 def contended(server: Server, ws: str, tokens: list[str], clients: int, *, one_path: bool) -> dict[str, float]:
@@ -121,6 +129,8 @@ def main() -> None:
         "contended": runs,
         "ratios": {
             "acquire_release_p50_over_noop_p50": round(pair_ratio, 3),
+            "reference_write_4k_p50_over_noop_p50": round(single["reference_write_4k"]["p50_ms"]
+                                                          / single["noop"]["p50_ms"], 3),
             "one_path_32_over_1_grants_per_second": round(scale_ratio, 3),
             "one_path_8_over_1_grants_per_second": round(one["clients_8"]["grants_per_second"]
                                                          / one["clients_1"]["grants_per_second"], 3),

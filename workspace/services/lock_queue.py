@@ -22,12 +22,14 @@ from workspace.services.workspaces import lock_workspace
 
 log = logging.getLogger(__name__)
 
-# A waiter refreshes `alive_until` about once a second; one that stops (its process died) no
-# longer holds back the queue once this grace has passed.
-WAITER_GRACE = timedelta(seconds=3)
-HEARTBEAT_SECONDS = 1.0
-# Without a wake-up (Redis down, a lost message) a waiter still re-checks this often.
-FALLBACK_POLL_SECONDS = 0.25
+# A waiter refreshes `alive_until` every HEARTBEAT_SECONDS; one that stops (its process died) no
+# longer holds back the queue once WAITER_GRACE has passed.
+WAITER_GRACE = timedelta(seconds=10)
+HEARTBEAT_SECONDS = 4.0
+# Whatever frees a path wakes the first waiter for it (a release, an expiry, a waiter leaving);
+# without a wake-up (Redis down, a lost message) a waiter still re-checks this often.
+FALLBACK_POLL_SECONDS = 4.0
+REDIS_DOWN_POLL_SECONDS = 0.05
 _WAKE_KEY = "sy:lockwake:{ticket}"
 
 
@@ -69,35 +71,51 @@ def paths_overlap(a: str, b: str) -> bool:
 
 
 # -- the queue -------------------------------------------------------------------------------
+# Every waiting request runs these, so they are plain SQL statements (see locks.py, "queries").
+_WAITER = LockWaiter._meta.db_table
+_WAITER_PATH = LockWaiterPath._meta.db_table
+
+
 def waiter_enqueue(workspace_id: str, user: Any, paths: list[str]) -> int:
+    """Join the queue: the new waiter's id is its ticket, assigned under the workspace row lock,
+    so tickets are in commit order."""
     with transaction.atomic():
         lock_workspace(workspace_id)
         now = db_now()
-        # The id is the ticket: assigned under the workspace row lock, so in commit order.
-        waiter = LockWaiter.objects.create(workspace_id=workspace_id, user=user, alive_until=now + WAITER_GRACE,
-                                           created_at=now)
-        LockWaiterPath.objects.bulk_create(
-            [LockWaiterPath(waiter=waiter, workspace_id=workspace_id, path=p) for p in paths])
-    return int(waiter.pk)
+        with connection.cursor() as cursor:
+            cursor.execute(f"INSERT INTO {_WAITER} (workspace_id, user_id, alive_until, created_at)"
+                           " VALUES (%s, %s, %s, %s) RETURNING id",
+                           [workspace_id, user.pk, adapt_time(now + WAITER_GRACE), adapt_time(now)])
+            ticket = int(cursor.fetchone()[0])
+            cursor.executemany(f"INSERT INTO {_WAITER_PATH} (waiter_id, workspace_id, path) VALUES (%s, %s, %s)",
+                               [[ticket, workspace_id, p] for p in paths])
+    return ticket
 
 
-def waiter_delete(ticket: int) -> int:
-    LockWaiterPath.objects.filter(waiter_id=ticket).delete()
-    return int(LockWaiter.objects.filter(pk=ticket).delete()[0])
+def waiter_delete(ticket: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {_WAITER_PATH} WHERE waiter_id = %s", [ticket])
+        cursor.execute(f"DELETE FROM {_WAITER} WHERE id = %s", [ticket])
+        return bool(cursor.rowcount)
 
 
 def waiter_heartbeat(workspace_id: str, ticket: int) -> bool:
+    """Keep our place: False when it was already given up (we stalled past the grace)."""
     with transaction.atomic():
         lock_workspace(workspace_id)
         now = db_now()
-        return LockWaiter.objects.filter(pk=ticket, alive_until__gt=now).update(alive_until=now + WAITER_GRACE) == 1
+        with connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {_WAITER} SET alive_until = %s WHERE id = %s AND alive_until > %s",
+                           [adapt_time(now + WAITER_GRACE), ticket, adapt_time(now)])
+            return bool(cursor.rowcount)
 
 
 def waiter_leave(workspace_id: str, ticket: int) -> None:
     """Leave the queue (if still in it) and wake whoever may now be first."""
-    _wake_clear(ticket)
-    if not LockWaiter.objects.filter(pk=ticket).exists():
-        return  # granted: the grant removed us
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {_WAITER} WHERE id = %s", [ticket])
+        if cursor.fetchone() is None:
+            return  # granted: the grant removed us
     try:
         with transaction.atomic():
             lock_workspace(workspace_id)
@@ -114,7 +132,7 @@ def wake_heads_on_commit(workspace_id: str, paths: list[str], *, now: datetime) 
     if not paths:
         return
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {LockWaiter._meta.db_table} WHERE workspace_id = %s AND alive_until > %s LIMIT 1",
+        cursor.execute(f"SELECT 1 FROM {_WAITER} WHERE workspace_id = %s AND alive_until > %s LIMIT 1",
                        [workspace_id, adapt_time(now)])
         if cursor.fetchone() is None:
             return
@@ -148,15 +166,6 @@ def _wake(tickets: list[int]) -> None:
         log.warning("could not wake lock waiters: %s", exc)
 
 
-def _wake_clear(ticket: int) -> None:
-    from workspace.redis import get_redis
-
-    try:
-        get_redis().delete(_WAKE_KEY.format(ticket=ticket))
-    except Exception as exc:
-        log.warning("could not clear a lock wake-up key: %s", exc)
-
-
 async def _wait_for_wake(key: str, timeout: float) -> None:
     import redis.asyncio
 
@@ -164,8 +173,9 @@ async def _wait_for_wake(key: str, timeout: float) -> None:
     try:
         await client.blpop([key], timeout=timeout)
     except (redis.asyncio.RedisError, OSError) as exc:
+        # No wake-ups: poll the database with short sleeps instead.
         log.warning("lock wake-ups unavailable, polling instead: %s", exc)
-        await asyncio.sleep(timeout)
+        await asyncio.sleep(min(timeout, REDIS_DOWN_POLL_SECONDS))
     finally:
         await client.aclose()
 

@@ -205,7 +205,8 @@ def _overlap_sql(paths: list[str], column: str = "path") -> tuple[str, list[Any]
 def _scan(workspace_id: str, paths: list[str], *, now: datetime, ticket: int | None,
           waiters: bool) -> tuple[list[tuple[str, datetime]], set[int]]:
     """One query: the active locks overlapping `paths`, as (id, expires_at), and with `waiters`
-    the tickets of the live waiters overlapping them that are ahead of `ticket` (all, without)."""
+    the tickets of the live waiters overlapping them that are ahead of `ticket`. A `ticket` that
+    is no longer live (its request stalled past the grace) has no place: every waiter is ahead."""
     where, params = _overlap_sql(paths)
     sql = f"SELECT 'L', id, path, expires_at FROM {_LOCK} WHERE workspace_id = %s AND state = %s AND {where}"
     args: list[Any] = [workspace_id, Lock.State.ACTIVE.value, *params]
@@ -216,20 +217,27 @@ def _scan(workspace_id: str, paths: list[str], *, now: datetime, ticket: int | N
                 f" WHERE wp.workspace_id = %s AND w.alive_until > %s AND {wp_where}")
         args += [workspace_id, adapt_time(now), *wp_params]
         if ticket is not None:
-            sql += " AND wp.waiter_id < %s"
-            args.append(ticket)
+            sql += (f" UNION ALL SELECT 'T', CAST(id AS VARCHAR(32)), '', alive_until FROM {_WAITER}"
+                    f" WHERE id = %s AND alive_until > %s")
+            args += [ticket, adapt_time(now)]
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
         rows = cursor.fetchall()
-    locks, ahead = [], set()
+    locks: list[tuple[str, datetime]] = []
+    queued: set[int] = set()
+    mine_live = False
     for kind, key, path, when in rows:
-        if not any(paths_overlap(path, p) for p in paths):
+        if kind == "T":
+            mine_live = True
+        elif not any(paths_overlap(path, p) for p in paths):
             continue
-        if kind == "L":
+        elif kind == "L":
             locks.append((key, as_utc(when)))
         else:
-            ahead.add(int(key))
-    return locks, ahead
+            queued.add(int(key))
+    if ticket is not None and mine_live:
+        queued = {waiter for waiter in queued if waiter < ticket}
+    return locks, queued
 
 
 def _load_locks(ids: Iterable[str]) -> list[Lock]:
@@ -240,9 +248,6 @@ def _blocker(workspace_id: str, paths: list[str], *, user: Any, now: datetime, t
              expire: bool) -> Locked | None:
     """Why `paths` cannot be granted to `user` now, or None. With `expire` (inside a mutating
     transaction) due locks are expired and recorded; without, they are just not counted."""
-    if ticket is not None and not LockWaiter.objects.filter(pk=ticket, workspace_id=workspace_id, user=user,
-                                                            alive_until__gt=now).exists():
-        ticket = None  # our place was given up (we stalled past the grace): no priority
     locks, ahead = _scan(workspace_id, paths, now=now, ticket=ticket, waiters=True)
     due = [lock_id for lock_id, expires_at in locks if expires_at <= now]
     if due and expire:
@@ -292,6 +297,13 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
     ttl = _clean_ttl(ttl_seconds)
     reason = _clean_reason(reason)
     ws_id, user = access.workspace.id, access.user
+    if not transaction.get_connection().in_atomic_block:
+        # A refusal needs no write transaction: when a live lock or an earlier waiter blocks us
+        # now, the locked re-check below could only say the same. (Due locks do not count here;
+        # the transaction expires and records them.)
+        early = _blocker(ws_id, paths, user=user, now=db_now(), ticket=ticket, expire=False)
+        if early is not None:
+            raise early
     locks: list[Lock] = []
     with transaction.atomic():
         lock_workspace(ws_id)
@@ -338,18 +350,16 @@ def lock_acquire_waiting(*, access: Access, paths: list[str], wait_seconds: floa
     next_beat = time.monotonic() + HEARTBEAT_SECONDS
     try:
         while True:
-            blocked = _blocker(ws_id, paths, user=user, now=db_now(), ticket=ticket, expire=False)
-            if blocked is None:
-                try:
-                    return attempt(ticket)
-                except Locked as exc:
-                    blocked = exc
+            try:
+                return attempt(ticket)
+            except Locked as exc:
+                blocked = exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise blocked
             pause = min(remaining, FALLBACK_POLL_SECONDS)
             if isinstance(blocked, LockHeld):
-                # Be there when it expires, even if no wake-up comes (an expiry needs no request).
+                # Be there when it expires: an expiry wakes nobody unless the sweep records it.
                 pause = min(pause, blocked.retry_in + 0.005)
             sleep_until_woken(ticket, pause)
             if time.monotonic() >= next_beat:
