@@ -178,3 +178,16 @@ def test_list_endpoint_query_count_does_not_grow_with_locks(setup, django_assert
         svc.lock_acquire(access=ada, paths=[f"many/{i}"], ttl_seconds=60)
     with django_assert_max_num_queries(6):
         assert len(client.get(url).json()["results"]) == 30
+
+
+def test_without_redis_a_waiter_polls_the_database_instead(settings):
+    """GIVEN Redis unreachable WHEN a waiter sleeps until woken for up to 2 s THEN it returns after
+    a short poll interval instead of failing or sleeping the whole time."""
+    import time
+
+    from workspace.services import lock_queue
+
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    started = time.monotonic()
+    lock_queue.sleep_until_woken(123456789, 2.0)
+    assert time.monotonic() - started < 1.0

@@ -63,11 +63,7 @@ MAX_BATCH_PATHS = 100
 MAX_REASON = 500
 
 
-# -- input ------------------------------------------------------------------------
-def iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
-
-
+# -- input -------------------------------------------------------------------------------------
 def lock_path_validate(path: Any) -> str:
     """A lock path: a file path, or a subtree 'dir/' (API.md "Files" rules either way)."""
     if isinstance(path, str) and path.endswith("/"):
@@ -116,6 +112,10 @@ def _clean_reason(reason: Any) -> str:
 
 
 # -- rendering -----------------------------------------------------------------------------
+def iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+
+
 def lock_summary(lock: Lock) -> dict[str, Any]:
     return {
         "id": lock.id,
@@ -320,7 +320,7 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
                 waiter_delete(ticket)
             for lock in locks:
                 event_record(workspace_id=ws_id, type="lock.acquired", actor=user, target=lock.path,
-                             data=_event_data(lock, end=None, batch=len(locks) if len(locks) > 1 else None))
+                             data=_event_data(lock, end=None, **({"batch": len(locks)} if len(locks) > 1 else {})))
     # Raised after the block so that the expiries recorded on the way still commit.
     if blocked is not None:
         raise blocked
