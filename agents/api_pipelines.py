@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +19,7 @@ from workspace.errors import Invalid
 from workspace.models import Role
 
 
+@extend_schema_serializer(component_name="PipelineRun")
 class RunOutput(serializers.Serializer):
     id = serializers.CharField()
     workspace = serializers.CharField()
@@ -37,6 +38,7 @@ class RunOutput(serializers.Serializer):
     counts = serializers.DictField(child=serializers.IntegerField())
 
 
+@extend_schema_serializer(component_name="PipelineStep")
 class StepOutput(serializers.Serializer):
     key = serializers.CharField()
     task = serializers.CharField()
@@ -62,6 +64,7 @@ class StepOutput(serializers.Serializer):
     cancel_reason = serializers.CharField(allow_null=True)
 
 
+@extend_schema_serializer(component_name="PipelineRunDetail")
 class RunDetailOutput(RunOutput):
     spec = serializers.DictField()
     critical_path = serializers.DictField()
@@ -70,6 +73,7 @@ class RunDetailOutput(RunOutput):
 
 
 class PipelinesView(ApiView):
+    @extend_schema_serializer(component_name="PipelineCreateInput")
     class InputSerializer(serializers.Serializer):
         spec = serializers.JSONField(help_text="The spec: an object, or its JSON or YAML text (docs/pipelines.md).")
 

@@ -3,6 +3,7 @@ with a 400 naming the problem (and create nothing), the expansion of the pattern
 dependencies, and the list endpoint's query count."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -33,7 +34,9 @@ def space(db, make_user):
 
 
 def post(client: APIClient, ws: str, spec: Any, **extra: Any) -> Any:
-    return client.post(f"/api/v1/workspaces/{ws}/pipelines", {"spec": spec}, format="json", **extra)
+    # json.dumps escapes every non-ASCII character, lone surrogates included, as a client may.
+    return client.post(f"/api/v1/workspaces/{ws}/pipelines", data=json.dumps({"spec": spec}),
+                       content_type="application/json", **extra)
 
 
 def assert_refused(response: Any, code: str) -> dict[str, Any]:
@@ -74,6 +77,8 @@ def sleep(step_id: str, **fields: Any) -> dict[str, Any]:
     ("steps: &s [*s]", "invalid_spec", "aliases"),
     ([1, 2], "invalid_spec", "spec"),
     ({"steps": [{"id": "a", "agent": "command", "params": {"argv": ["rm", "-rf", "/"]}}]}, "command_not_allowed", "rm"),
+    ({"steps": [sleep("a", title="nul\u0000here")]}, "invalid_spec", "NUL"),
+    ({"steps": [{"id": "a", "agent": "sleep", "params": {"text": "half \ud800 a pair"}}]}, "invalid_spec", "Unicode"),
 ])
 def test_bad_specs_are_refused_naming_the_problem(space, spec, code, named):
     """GIVEN a workspace WHEN a spec with a problem is submitted THEN 400 with a code and a message that

@@ -99,6 +99,7 @@ import yaml
 from agents import registry
 from workspace.errors import Invalid
 from workspace.paths import validate_path
+from workspace.services.tasks import clean_json
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 ARTIFACT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -198,11 +199,14 @@ def load_spec(raw: Any) -> dict[str, Any]:
     if not isinstance(raw, dict):
         fail("invalid_spec", "The spec must be an object with 'steps'.")
     try:
-        size = len(json.dumps(raw, ensure_ascii=False, allow_nan=False))
+        json.dumps(raw, allow_nan=False)
     except (TypeError, ValueError):
         fail("invalid_spec", "The spec must be plain JSON data (no dates, NaN or infinities).")
-    if size > MAX_SPEC_BYTES:
-        fail("invalid_spec", f"A spec is at most {MAX_SPEC_BYTES} bytes.")
+    try:
+        # Every string storable by every database (no NUL, no lone surrogates), nesting and size bounded.
+        clean_json(raw, "spec", max_bytes=MAX_SPEC_BYTES)
+    except Invalid as exc:
+        fail("invalid_spec", exc.message)
     return raw
 
 
