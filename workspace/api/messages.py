@@ -11,7 +11,7 @@ from rest_framework.response import Response
 
 from workspace.access import workspace_for
 from workspace.api.base import ApiView, idempotent, raw_body
-from workspace.api.pagination import decode_cursor, encode_cursor, parse_int, parse_limit
+from workspace.api.pagination import decode_cursor, encode_cursor, keyset_page, parse_int, parse_limit
 from workspace.api.schema import errors, page_of
 from workspace.models import Role, Trigger
 from workspace.services import messages as svc
@@ -49,13 +49,13 @@ _GROUP = OpenApiParameter("group", str, OpenApiParameter.PATH, description="Cons
 
 
 class TopicsView(ApiView):
-    @extend_schema(operation_id="topic_list", responses={
-        200: inline_serializer("TopicList", {"results": serializers.ListField(child=TopicOutput())}),
-        **errors(401, 404)})
+    @extend_schema(operation_id="topic_list", responses={200: page_of("TopicPage", TopicOutput()),
+                                                         **errors(400, 401, 404)})
     def get(self, request: Request, ws: str) -> Response:
-        """The workspace's topics the caller may read (others' inboxes are left out)."""
+        """The workspace's topics the caller may read (others' inboxes are left out), by name."""
         access = workspace_for(request.user, ws)
-        return Response({"results": svc.topics_visible(access=access)})
+        return Response(keyset_page(svc.topics_visible(access=access), request=request, scope=f"topics:{ws}",
+                                    key="name", render=lambda rows: [svc.topic_json(t) for t in rows]))
 
 
 class TopicMessagesView(ApiView):
@@ -181,14 +181,14 @@ class TriggerOutput(serializers.Serializer):
 
 
 class TriggersView(ApiView):
-    @extend_schema(operation_id="trigger_list", responses={
-        200: inline_serializer("TriggerList", {"results": serializers.ListField(child=TriggerOutput())}),
-        **errors(401, 403, 404)})
+    @extend_schema(operation_id="trigger_list", responses={200: page_of("TriggerPage", TriggerOutput()),
+                                                           **errors(400, 401, 403, 404)})
     def get(self, request: Request, ws: str) -> Response:
-        """The workspace's triggers (admins)."""
+        """The workspace's triggers by name (admins)."""
         access = workspace_for(request.user, ws, need=Role.ADMIN)
-        rows = Trigger.objects.filter(workspace=access.workspace).select_related("created_by").order_by("name")
-        return Response({"results": [trig.trigger_json(t) for t in rows]})
+        rows = Trigger.objects.filter(workspace=access.workspace).select_related("created_by")
+        return Response(keyset_page(rows, request=request, scope=f"triggers:{ws}", key="name",
+                                    render=lambda page: [trig.trigger_json(t) for t in page]))
 
 
 class TriggerView(ApiView):
