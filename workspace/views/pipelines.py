@@ -12,7 +12,7 @@ from workspace.errors import ServiceError
 from workspace.services.locks import db_now
 from workspace.views import gantt
 from workspace.views.common import page_access, workspace_page
-from workspace.views.present import Urls
+from workspace.views.present import Urls, clock
 
 RUNS_SHOWN = 50
 
@@ -61,6 +61,10 @@ def pipeline_page(request: HttpRequest, ws: str, run_id: str) -> HttpResponse:
         data["worker"] = str((row.task.result or {}).get("worker") or "") if isinstance(row.task.result, dict) else ""
         data["critical"] = row.key in critical
         data["url"] = urls.task(row.task_id)
+        # `attempts` counts the attempts that ended without completing; a running or done step is on the next.
+        data["attempt"] = data["attempts"] + (1 if data["status"] in ("claimed", "done") else 0)
+        data["start_label"] = clock(timing.started_at)
+        data["end_label"] = clock(timing.ended_at)
         steps.append(data)
         if timing.started_at is not None:
             running = timing.ended_at is None

@@ -82,6 +82,11 @@ def stamp(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
 
 
+def clock(value: datetime | None) -> str:
+    """A time of day to the millisecond, for step timings ("14:05:09.482")."""
+    return value.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3] if value else ""
+
+
 def duration(seconds: float) -> str:
     seconds = max(0, int(seconds))
     if seconds < 60:

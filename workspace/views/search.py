@@ -48,7 +48,7 @@ def _hits(workspace_ids: list[str], query: str, mode: str, names: dict[str, str]
         urls = Urls(chunk.workspace_id)
         hits.append({
             "path": chunk.path, "version": chunk.version, "snippet": hit.snippet, "score": round(hit.score, 4),
-            "stale": hit.stale, "workspace": names.get(chunk.workspace_id, chunk.workspace_id),
+            "stale": hit.stale, "workspace": names.get(chunk.workspace_id, ""),
             "url": urls.file(chunk.path, chunk.version, start=chunk.start, end=chunk.end) + "#cited",
         })
     return {"hits": hits, "pending": result.pending, "degraded": result.degraded, "error": ""}
