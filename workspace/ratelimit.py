@@ -24,12 +24,18 @@ def _client_address(request: Any) -> str:
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
+# INCR, and set the window's expiry on the first hit; one script, so a crash between the two
+# can never leave a counter that never expires. (EXPIRE ... NX would need Redis 7; the bundled
+# server is 6.2.)
+_INCR_WITH_EXPIRY = """
+local count = redis.call('INCR', KEYS[1])
+if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+return count
+"""
+
+
 def _incr(key: str, window: int) -> int:
-    pipe = get_redis().pipeline()
-    pipe.incr(key)
-    pipe.expire(key, window, nx=True)
-    count, _ = pipe.execute()
-    return int(count)
+    return int(get_redis().eval(_INCR_WITH_EXPIRY, 1, key, window))
 
 
 def auth_failure_record(request: Any) -> None:

@@ -50,7 +50,30 @@ def error_response(status_code: int, code: str, message: str, headers: dict[str,
     return Response({"error": {"code": code, "message": message, **details}}, status=status_code, headers=headers)
 
 
+_BUSY_MARKERS = ("database is locked", "could not serialize", "deadlock detected", "lock timeout",
+                 "couldn't get a connection", "connection pool")
+
+
+def _database_busy(exc: Exception) -> bool:
+    from django.db import OperationalError
+
+    try:
+        from psycopg_pool import PoolTimeout
+    except ImportError:  # pragma: no cover - the pool is installed with psycopg[pool]
+        PoolTimeout = ()  # type: ignore[assignment,misc]  # noqa: N806
+    if isinstance(exc, PoolTimeout):
+        return True
+    return isinstance(exc, OperationalError) and any(m in str(exc).lower() for m in _BUSY_MARKERS)
+
+
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if _database_busy(exc):
+        # Overload, not a bug: nothing was committed, and the client may retry (the Python
+        # client does, honouring Retry-After).
+        set_rollback()
+        log.warning("database busy: %s", exc)
+        return error_response(503, "database_busy", "The database is busy; retry shortly. Nothing was changed.",
+                              {"Retry-After": "1"})
     if isinstance(exc, ServiceError):
         set_rollback()
         return Response(exc.body(), status=exc.status, headers=exc.headers or None)
