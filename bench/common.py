@@ -93,7 +93,7 @@ def bench_server(*, workers: int = 2, web_workers: int = 2, chroma: bool = False
     proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     server = Server(url=f"http://127.0.0.1:{port}", token=token, started=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + float(os.environ.get("SWITCHYARD_START_TIMEOUT", "300"))
         while True:
             try:
                 httpx.get(f"{server.api}/health", timeout=2)
