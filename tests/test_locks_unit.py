@@ -191,3 +191,16 @@ def test_without_redis_a_waiter_polls_the_database_instead(settings):
     started = time.monotonic()
     lock_queue.sleep_until_woken(123456789, 2.0)
     assert time.monotonic() - started < 1.0
+
+
+@pytest.mark.django_db
+def test_a_write_treats_a_due_lock_as_gone_and_records_its_expiry_first(setup):
+    """GIVEN ada's lock past its expiry, not yet swept WHEN bert writes the path THEN the write is
+    accepted without a token, and the log has ada's `lock.expired` before bert's `file.written`."""
+    held = svc.lock_acquire(access=setup["ada_access"], paths=["w.txt"], ttl_seconds=60)[0]
+    Lock.objects.filter(pk=held.pk).update(expires_at=svc.db_now() - timedelta(milliseconds=5))
+    result = file_svc.file_write(access=setup["bert_access"], path="w.txt", content=b"bert")
+    assert result.version.lock_token is None
+    types = list(Event.objects.filter(workspace=setup["ws"]).exclude(type__in=["workspace.created", "member.set"])
+                 .values_list("type", flat=True))
+    assert types == ["lock.acquired", "lock.expired", "file.written"]
