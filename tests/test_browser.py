@@ -4,6 +4,7 @@ reloading; hostile names and contents never run. Each test saves screenshots und
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -519,3 +520,49 @@ def test_a_stranger_gets_not_found_and_no_event_stream(browser, live, make_user,
         response = plain.get(f"/w/{ws}/", follow_redirects=False)
         assert response.status_code == 302 and response.headers["location"].startswith("/login/")
     sam.context.close()
+
+
+# -- the client's gap detection ---------------------------------------------------------------------------------
+def test_a_gap_in_the_stream_is_refilled_from_the_events_api(browser, live, make_user, make_agent, fast_accounts):
+    """GIVEN the tree open on a stream that (mocked here) skips events WHEN it delivers seq N+3 after N THEN
+    the page fetches events after N from the API, and the skipped lock event (the only one the tree
+    cares about) refreshes the tree; a repeated seq changes nothing."""
+    owner = make_user("olga")
+    scout = make_agent("scout", created_by=owner.user)
+    ws = workspace_with_agent(live, owner, scout)
+    with live.client(scout.token) as agent:
+        put_file(agent, ws, "src/crane.py", "def lift(weight):\n    return weight * 2\n")
+    olga = open_as(browser, live, owner.user)
+    sockets: list[Any] = []
+
+    def mock_stream(route: Any) -> None:  # the page's stream goes nowhere but here
+        sockets.append(route)
+
+    olga.page.route_web_socket(re.compile(r".*/ws/workspaces/.*"), mock_stream)
+    refills: list[str] = []
+    olga.page.on("request", lambda request: refills.append(request.url) if "/events?" in request.url else None)
+    tree = olga.go(f"/w/{ws}/")
+    start = int(tree.evaluate("document.body.dataset.seq"))
+    eventually(lambda: sockets, "the page to open its stream", timeout=WAIT_MS / 1000)
+    crane = tree.locator("li.file", has_text="crane.py")
+    assert crane.locator(".lock-badge").count() == 0
+
+    with live.client(scout.token) as agent:  # start+1: lock.acquired, start+2: worklog.appended
+        assert agent.post(f"/api/v1/workspaces/{ws}/locks", json={"path": "src/crane.py"}).status_code == 201
+        entry = agent.post(f"/api/v1/workspaces/{ws}/worklog", json={"message": "locked the crane"})
+        assert entry.status_code == 201
+    with live.client(owner.token) as api:
+        events = api.get(f"/api/v1/workspaces/{ws}/events", params={"after": start}).json()["results"]
+    assert [e["type"] for e in events] == ["lock.acquired", "worklog.appended"]
+
+    send = sockets[0].send
+    browser.runner.call(lambda: send(json.dumps(events[1])))
+    browser.expect(crane.locator(".lock-badge")).to_contain_text("Locked by scout", timeout=WAIT_MS)
+    assert tree.evaluate("document.body.dataset.lastSeq") == str(start + 2)
+    assert [u for u in refills if f"/api/v1/workspaces/{ws}/events?" in u and f"after={start}" in u]
+    count = len(refills)
+    browser.runner.call(lambda: send(json.dumps(events[0])))  # an old seq: ignored
+    time.sleep(1)
+    assert len(refills) == count and tree.evaluate("document.body.dataset.lastSeq") == str(start + 2)
+    olga.assert_clean()
+    olga.context.close()

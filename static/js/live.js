@@ -88,8 +88,12 @@
     var url = new URL(window.location.href);
     url.hash = "";
     url.searchParams.set("fragment", region.dataset.live);
-    fetch(url.toString(), { credentials: "same-origin", headers: { "X-Requested-With": "fetch" } })
+    fetch(url.toString(), { credentials: "same-origin", redirect: "manual", headers: { "X-Requested-With": "fetch" } })
       .then(function (response) {
+        if (response.type === "opaqueredirect") {
+          stop("Signed out: reload the page to sign in again.");
+          return null;
+        }
         if (response.status === 403 || response.status === 404) {
           stop("You no longer have access to this workspace.");
           return null;
