@@ -5,7 +5,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -106,9 +106,11 @@ class SearchView(ApiView):
 
 
 class AskView(ApiView):
+    @extend_schema_serializer(component_name="AskInput")
     class InputSerializer(serializers.Serializer):
         question = serializers.CharField(max_length=MAX_QUERY_CHARS)
 
+    @extend_schema_serializer(component_name="Answer")
     class OutputSerializer(serializers.Serializer):
         answer = serializers.CharField()
         citations = inline_serializer("Citation", {

@@ -100,6 +100,22 @@ class Posting(models.Model):
         return f"{self.term} in {self.chunk_id}"
 
 
+class TermStats(models.Model):
+    """Document frequency of a term in a workspace: how many searchable chunks contain it.
+    Kept in step with the postings in the transaction that changes them, so that ranking reads one
+    row per query term instead of counting postings."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+", db_index=False)
+    term = models.CharField(max_length=64)
+    df = models.IntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["workspace", "term"], name="term_stats_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.term}: {self.df}"
+
+
 class KeywordStats(models.Model):
     """Totals over a workspace's searchable chunks, for BM25's N and average length."""
 

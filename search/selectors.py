@@ -210,8 +210,9 @@ def _nearest(vector: list[float], workspace_ids: list[str], n: int,
     return found[:n]
 
 
-_CHUNK_FIELDS = ("id", "vector_id", "workspace_id", "path", "version", "start", "end", "text", "author_id",
-                 "task_id", "created_at")
+# Everything but the text, which only the final hits need (read in `_finish`).
+_CHUNK_FIELDS = ("id", "vector_id", "workspace_id", "path", "version", "start", "end", "author_id", "task_id",
+                 "created_at")
 
 
 def _hydrate(ranked: Sequence[tuple[Any, float]], workspace_ids: list[str], filters: Filters, *,
@@ -292,9 +293,12 @@ def snippet(text: str, terms: Sequence[str], *, width: int = SNIPPET_CHARS) -> s
 
 
 def _finish(hits: list[Hit], terms: Sequence[str]) -> None:
-    """Snippets, and `stale` where the file has moved on past the indexed version."""
+    """Texts and snippets, and `stale` where the file has moved on past the indexed version."""
     if not hits:
         return
+    texts = dict(Chunk.objects.filter(pk__in=[h.chunk.pk for h in hits]).values_list("pk", "text"))
+    for hit in hits:
+        hit.chunk.text = texts.get(hit.chunk.pk, "")
     wanted = {(h.chunk.workspace_id, h.chunk.path) for h in hits}
     heads = {
         (ws, path): version

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from search import keyword, vectors
@@ -248,10 +249,15 @@ def _commit(*, state_id: int, outcome: _Outcome) -> list[str]:
             kept = set(Chunk.objects.filter(workspace_id=ws, path=path).values_list("vector_id", flat=True))
             return [vid for vid in outcome.ids if vid not in kept]
         old = list(Chunk.objects.filter(workspace_id=ws, path=path).values_list("pk", "vector_id", "length"))
+        frequencies: Counter[str] = Counter()
         if old:
-            Posting.objects.filter(chunk_id__in=[pk for pk, _, _ in old]).delete()
-            Chunk.objects.filter(pk__in=[pk for pk, _, _ in old]).delete()
+            lost = Posting.objects.filter(chunk_id__in=[pk for pk, _, _ in old])
+            frequencies.subtract(dict(lost.values("term").annotate(n=Count("term")).values_list("term", "n")))
+            lost.delete()
+            Chunk.objects.filter(pk__in=[pk for pk, _, _ in old]).only("pk").delete()
         counts = [keyword.term_counts(spec.embed_text) for spec in outcome.specs]
+        for terms in counts:
+            frequencies.update(terms.keys())
         rows = [Chunk(vector_id=vid, workspace_id=ws, path=path, version=version.version, ordinal=spec.ordinal,
                       start=spec.start, end=spec.end, text=spec.text, context=spec.context, sha=spec.sha,
                       author_id=version.author_id, task_id=version.task_id or "", created_at=version.created_at,
@@ -262,6 +268,7 @@ def _commit(*, state_id: int, outcome: _Outcome) -> list[str]:
             [p for row, terms in zip(rows, counts, strict=True)
              for p in keyword.postings(chunk_id=row.pk, workspace_id=ws, counts=terms)],
             batch_size=2000)
+        keyword.adjust_frequencies(workspace_id=ws, delta=frequencies)
         _adjust_totals(ws, chunks=len(rows) - len(old),
                        tokens=sum(r.length for r in rows) - sum(length for _, _, length in old))
         waiting = state.version > version.version

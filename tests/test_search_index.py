@@ -4,9 +4,10 @@ from __future__ import annotations
 import datetime as dt
 
 from django.core.management import call_command
+from django.db.models import Count
 
 from search import services, vectors
-from search.models import Chunk, IndexState, KeywordStats, Posting
+from search.models import Chunk, IndexState, KeywordStats, Posting, TermStats
 from tests import test_search_support as support
 from tests.test_search_support import LONG_GUIDE, search
 
@@ -17,6 +18,13 @@ person = support.person
 run_jobs = support.run_jobs
 
 Status = IndexState.Status
+
+
+def assert_frequencies_match_postings(space: support.Space) -> None:
+    counted = dict(Posting.objects.filter(workspace_id=space.id).values("term").annotate(n=Count("id"))
+                   .values_list("term", "n"))
+    stored = {t: df for t, df in TermStats.objects.filter(workspace_id=space.id).values_list("term", "df") if df}
+    assert counted and stored == counted
 
 
 def test_a_written_file_is_indexed_by_its_job_and_found_in_every_mode(make_space, run_jobs):
@@ -70,6 +78,7 @@ def test_a_new_version_reuses_unchanged_chunks_and_supersedes_the_old_one(make_s
     stats = KeywordStats.objects.get(workspace_id=space.id)
     assert stats.chunks == first
     assert stats.tokens == sum(Chunk.objects.filter(workspace_id=space.id).values_list("length", flat=True))
+    assert_frequencies_match_postings(space)
 
 
 def test_deleted_files_stop_matching_and_moved_files_reuse_their_vectors(make_space, run_jobs):
@@ -90,6 +99,7 @@ def test_deleted_files_stop_matching_and_moved_files_reuse_their_vectors(make_sp
     assert (moved["embedded"], moved["reused"]) == (0, 1)
     assert space.state("inbox/notes.txt").deleted is True
     assert Posting.objects.filter(workspace_id=space.id, chunk__path__startswith="inbox/").count() == 0
+    assert_frequencies_match_postings(space)
 
 
 def test_binary_files_are_recorded_as_not_indexable(make_space, run_jobs):
