@@ -258,6 +258,10 @@ def test_approving_a_gated_task_starts_its_dependent_on_the_live_board(browser, 
     card = inbox.locator("article.approval", has_text="Draft the berth plan")
     assert card.locator(".preview-body em").inner_text() == "Aurora"
     card.locator("textarea").fill("Berth 4 is right.")
+    with live.client(scout.token) as agent:  # the inbox refreshes under the typing hand...
+        assert agent.post(f"/api/v1/workspaces/{ws}/approvals", json={"title": "Rename berth 5"}).status_code == 201
+    browser.expect(inbox.locator("article.approval", has_text="Rename berth 5")).to_have_count(1, timeout=WAIT_MS)
+    assert card.locator("textarea").input_value() == "Berth 4 is right."  # ...and keeps what was typed
     inbox.screenshot(path=str(ARTIFACTS / "10-approvals.png"), full_page=True)
     card.locator("button:has-text('Approve')").click()
     inbox.wait_for_selector(".message.success")

@@ -201,10 +201,6 @@ def highlight(path: str, text: str) -> SafeString:
     return mark_safe(pyg_highlight(text, lexer, formatter))  # noqa: S308 - pygments escapes its input
 
 
-def plain(text: str) -> SafeString:
-    return format_html('<pre class="plain"><code>{}</code></pre>', text)
-
-
 def cited(text: str, start: int, end: int) -> SafeString:
     """The text with the cited passage (character offsets, as the index reports them) marked."""
     start = max(0, min(start, len(text)))

@@ -1,6 +1,7 @@
 """The task board, one task, the worklog and the approvals inbox."""
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -150,8 +151,6 @@ def _previews(access: Any, approvals: list[Approval]) -> dict[str, list[dict[str
 def _description(approval: Approval) -> str:
     """An automatic approval's description is the task's result as JSON: show it indented."""
     if approval.automatic and approval.description.startswith("{"):
-        import json
-
         try:
             return pretty_json(json.loads(approval.description))
         except ValueError:
