@@ -199,6 +199,8 @@ def test_approving_from_the_inbox_releases_the_dependents(scene):
     assert Task.objects.get(pk=scene.gated.pk).status == TaskStatus.DONE
     assert Task.objects.get(pk=scene.dependent.pk).status == TaskStatus.QUEUED
     assert Approval.objects.get(pk=scene.approval.pk).comment == "Looks right"
+    feed = page(client, url("activity", scene) + "?type=approval.decided")
+    assert f'href="{url("approvals", scene)}#approval-{scene.approval.pk}">approved: Looks right</a>' in feed
 
 
 def test_a_viewer_cannot_decide_and_sees_why(scene):

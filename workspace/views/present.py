@@ -309,6 +309,9 @@ def event_link(event: Event, urls: Urls) -> str:
     return ""
 
 
+_DECIDED = {"approve": "approved", "reject": "rejected"}
+
+
 def event_summary(event: Event) -> str:
     """One line about an event, in words (the type and target are shown beside it)."""
     data = event.data if isinstance(event.data, dict) else {}
@@ -346,7 +349,7 @@ def event_summary(event: Event) -> str:
         return f"approval requested: {get('title')}"
     if kind == "approval.decided":
         comment = f": {get('comment')}" if get("comment") else ""
-        return f"{get('decision')}d{comment}"
+        return f"{_DECIDED.get(get('decision'), get('decision'))}{comment}"
     if kind == "worklog.appended":
         return f"worklog entry #{get('seq')}"
     if kind == "member.set":
@@ -355,6 +358,8 @@ def event_summary(event: Event) -> str:
         return f"{event.target} removed (was {get('old')})"
     if kind == "rule.set":
         return f"only {', '.join(get('new') or []) or 'nobody'} may write {event.target}"
+    if kind == "workspace.created":
+        return f"workspace {get('name')} created"
     if kind == "workspace.transferred":
         return f"ownership moved from {get('from')} to {get('to')}"
     if kind == "transfer.offered":
