@@ -82,13 +82,47 @@ def run(api: httpx.Client, ws: str, spec: dict[str, Any], *, timeout: float = 30
     return detail
 
 
+def server_processes(server: Server) -> list[Any]:
+    """The launcher serving `server` and all its children, when it runs on this machine."""
+    import psutil
+
+    port = f"--port {server.url.rsplit(':', 1)[1]}"
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        if "switchyard.launcher" in cmdline and port in cmdline:
+            return [proc, *proc.children(recursive=True)]
+    return []
+
+
+def cpu_seconds(processes: list[Any]) -> float:
+    """User + system CPU time of the server's processes (the launcher's children: web, workers,
+    sweeper, Redis)."""
+    import psutil
+
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
 def measure(server: Server, spec: dict[str, Any], repeats: int) -> list[dict[str, Any]]:
     with server.client(timeout=120) as api:
         ws = api.post("/api/v1/workspaces", json={"name": f"bench {spec['name']}", "intelligence": False})
         ws.raise_for_status()
         ws_id = ws.json()["id"]
         run(api, ws_id, independent_spec(2 * WORKERS, 0.05))  # warm every worker up
-        return [run(api, ws_id, spec) for _ in range(repeats)]
+        processes = server_processes(server)
+        details = []
+        for _ in range(repeats):
+            before = cpu_seconds(processes)
+            detail = run(api, ws_id, spec)
+            detail["server_cpu_seconds"] = cpu_seconds(processes) - before if processes else None
+            details.append(detail)
+        return details
 
 
 def summary(details: list[dict[str, Any]], ideal: float, steps: int) -> dict[str, Any]:
@@ -103,6 +137,10 @@ def summary(details: list[dict[str, Any]], ideal: float, steps: int) -> dict[str
         "overhead_ms_per_step": round((median - ideal) / steps * 1000, 2),
         "speedup_over_sum": statistics.median(d["speedup"] for d in details),
         "critical_path_measured_seconds": statistics.median(d["critical_path"]["seconds"] for d in details),
+        # All of the server's CPU (web, workers, sweeper, Redis) per step, polling included: what the
+        # machine must supply, whatever else runs on it.
+        "server_cpu_ms_per_step": round(statistics.median(d["server_cpu_seconds"] for d in details) / steps * 1000, 1)
+        if all(d["server_cpu_seconds"] is not None for d in details) else None,
     }
 
 
@@ -128,7 +166,8 @@ def main() -> None:
         target("(b) orchestration overhead per step", b["overhead_ms_per_step"], 25, "ms",
                b["overhead_ms_per_step"] < 25),
     ]
-    emit({"benchmark": "pipeline", "step_seconds": STEP_SECONDS, "workers": WORKERS,
+    emit({"benchmark": "pipeline", "step_seconds": STEP_SECONDS, "workers": WORKERS, "cpus": os.cpu_count(),
+          "load_average": [round(x, 2) for x in os.getloadavg()],
           "a_independent": a, "b_dag": b, "c_dag_one_worker": c}, targets)
 
 

@@ -46,7 +46,7 @@ def test_seed_demo_seeds_an_empty_database_once(db, make_user):
     assert sorted(keys) == sorted([f"topics.{i}.{s}" for i in (1, 2, 3) for s in ("research", "write", "review")]
                                   + ["topics", "publish"])
     merge = run.steps.select_related("task").get(key="topics")
-    assert merge.task.requires_approval and merge.config["validate"] == {"min_words": 120}
+    assert merge.task.requires_approval and merge.config["validate"] == {"min_words": 100}
     publish = run.steps.get(key="publish")
     assert publish.config["publish"] == {"article": "output/article.md"}
     assert run.plan["waves"][0] == ["topics.1.research"] and run.plan["waves"][-1] == ["publish"]
@@ -86,7 +86,7 @@ def test_the_demo_pipeline_runs_to_its_approval_and_publishes_once_approved(live
     with live.client(admin.token) as api:
         waiting = wait_run(api, ws, run_id, timeout=600,
                            until=lambda d: step(d, "topics")["approval"] is not None or d["finished_at"])
-        assert waiting["status"] == "running", waiting
+        assert waiting["status"] == "running", [(s["key"], s["status"], s["error"]) for s in waiting["steps"]]
         assert step(waiting, "publish")["status"] == "blocked"
         assert api.get(f"/api/v1/workspaces/{ws}/files/output/article.md").status_code == 404
         approval = step(waiting, "topics")["approval"]

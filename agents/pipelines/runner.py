@@ -92,7 +92,8 @@ def step_run(*, task_id: str) -> str:
     """Claim and run the step whose task is `task_id`. Returns what happened, for the job log."""
     ensure_usable_connections()
     try:
-        step = PipelineStep.objects.select_related("run", "run__created_by", "task").filter(task_id=task_id).first()
+        step = PipelineStep.objects.select_related("run", "run__created_by", "task").defer("run__spec") \
+            .filter(task_id=task_id).first()
         if step is None:
             return "gone"
         run = step.run

@@ -9,12 +9,13 @@ reacts to its events: a ready or requeued step gets a job; a finished run gets i
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
+from datetime import timedelta
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q
-from django.db.models.functions import Now
 from django.utils import timezone
 
 from agents.models import PipelineRun, PipelineStep
@@ -38,6 +39,11 @@ _WATCHED = frozenset({"task.ready", "task.requeued", "task.completed", "task.fai
 # A requeued step whose back-off ends within this is dispatched at once; later ones by the sweep.
 _DISPATCH_AHEAD_SECONDS = 0.05
 MAX_FAILURES_PER_SWEEP = 20
+# How often the sweep looks for ready steps without a live job, and how long a step must have been
+# ready before it is looked at: an orphan restarts within its lease plus a few seconds.
+ORPHAN_CHECK_EVERY = 1.0
+ORPHAN_AGE = timedelta(seconds=2)
+_next_orphan_check = 0.0
 
 
 def output_dir(run_id: str, task_id: str) -> str:
@@ -205,7 +211,8 @@ def on_task_event(event: dict[str, Any]) -> None:
     task_id = data.get("task") or event.get("target")
     if not isinstance(task_id, str):
         return
-    step = PipelineStep.objects.select_related("run", "task").filter(task_id=task_id).first()
+    step = PipelineStep.objects.select_related("run", "task").defer("run__spec", "run__plan") \
+        .filter(task_id=task_id).first()
     if step is None:
         return
     running = step.run.status == PipelineRun.Status.RUNNING
@@ -233,10 +240,32 @@ def pipelines_sweep() -> int:
     """Registered as `pipelines.dispatch`: enqueue every ready step that has no live job (a lost
     job, a killed worker, a back-off that has ended), finish runs whose steps have all ended,
     and handle failed steps whose handling was lost. Any number of sweepers may run."""
+    global _next_orphan_check
     handled = 0
+    if time.monotonic() >= _next_orphan_check:
+        _next_orphan_check = time.monotonic() + ORPHAN_CHECK_EVERY
+        handled += _dispatch_orphans()
+    unfinished = Task.objects.filter(pipeline_step__run_id=OuterRef("pk"), status__in=UNFINISHED)
+    for run_id in PipelineRun.objects.filter(finished_at__isnull=True).exclude(Exists(unfinished)) \
+            .values_list("id", flat=True)[:100]:
+        handled += pipeline_finish(run_id=run_id)
+    for task_id in PipelineStep.objects.filter(task__status=TaskStatus.FAILED, failure_handled=False) \
+            .values_list("task_id", flat=True)[:MAX_FAILURES_PER_SWEEP]:
+        handled += bool(step_handle_failure(task_id=task_id))
+    return handled
+
+
+def _dispatch_orphans() -> int:
+    """Enqueue the ready steps without a live job. A step waiting out a retry's back-off has no job
+    by design; any other step is only looked at once it has been ready for ORPHAN_AGE (its job is
+    normally taken within milliseconds, or waits its turn in the queue, alive)."""
+    handled = 0
+    now = db_now()
     ready = list(PipelineStep.objects.select_related("task").filter(
         run__status=PipelineRun.Status.RUNNING, task__status=TaskStatus.QUEUED,
-    ).filter(Q(task__not_before__isnull=True) | Q(task__not_before__lte=Now())).order_by("id")[:2000])
+    ).filter(Q(task__not_before__isnull=True) | Q(task__not_before__lte=now))
+        .filter(Q(task__not_before__isnull=False) | Q(task__updated_at__lte=now - ORPHAN_AGE))
+        .order_by("id")[:2000])
     by_run: dict[str, list[PipelineStep]] = defaultdict(list)
     for step in ready:
         if step.role == "judge" and not competition.gate_open(step):
@@ -253,13 +282,6 @@ def pipelines_sweep() -> int:
             log.info("pipeline %s: enqueueing %d step(s) with no live job", run_id, len(orphans))
             dispatch.enqueue([_dispatch_of(s) for s in orphans])
             handled += len(orphans)
-    unfinished = Task.objects.filter(pipeline_step__run_id=OuterRef("pk"), status__in=UNFINISHED)
-    for run_id in PipelineRun.objects.filter(finished_at__isnull=True).exclude(Exists(unfinished)) \
-            .values_list("id", flat=True)[:100]:
-        handled += pipeline_finish(run_id=run_id)
-    for task_id in PipelineStep.objects.filter(task__status=TaskStatus.FAILED, failure_handled=False) \
-            .values_list("task_id", flat=True)[:MAX_FAILURES_PER_SWEEP]:
-        handled += bool(step_handle_failure(task_id=task_id))
     return handled
 
 
