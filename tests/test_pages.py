@@ -601,4 +601,4 @@ def test_pipeline_page_shows_stage_progress_a_gantt_chart_and_the_critical_path(
     assert "publish" not in chart
     assert "sleep #2" in chart  # the two branches overlapped: two lanes of one agent
     assert "rate.2 → rate" in html.replace("◆ ", "")
-    assert 'data-live="run" data-on="task. pipeline."' in html
+    assert 'data-live="run" data-on="task. pipeline." data-every="3"' in html and "data-running" in html

@@ -215,9 +215,21 @@
     setStatus("offline", reason);
   }
 
+  // A region whose contents grow with time alone (a running step's bar) while nothing happens asks to
+  // be re-fetched every data-every seconds, for as long as it holds a [data-running] element.
+  function poll() {
+    var now = Date.now();
+    regions.forEach(function (region) {
+      var every = parseFloat(region.dataset.every || "0") * 1000;
+      if (!every || !region.querySelector("[data-running]")) return;
+      var due = parseFloat(region.dataset.polled || "0") + every;
+      if (now >= due) { region.dataset.polled = String(now); schedule(region); }
+    });
+  }
+
   // -- start ----------------------------------------------------------------------------------------------
   tick();
-  setInterval(tick, 1000);
+  setInterval(function () { tick(); poll(); }, 1000);
   if (ws) {
     regions = Array.prototype.slice.call(document.querySelectorAll("[data-live]"));
     regions.forEach(function (region) { if (region.hasAttribute("data-lazy")) schedule(region); });
