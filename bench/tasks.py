@@ -178,9 +178,15 @@ def main() -> None:
     for result in levels.values():
         result["vs_single_claimer"] = round(result["round_trips_per_s"] / one["round_trips_per_s"], 3)
     doubles = top["double_claims"] + top["event_log_double_claims"]
+    # How claims scale next to how the no-op scales on the same server in the same run: below 1,
+    # claims lose more to concurrency than plain requests do; above 1, less.
+    noop_top, noop_one = noop[str(max(LEVELS))]["requests_per_s"], noop[str(min(LEVELS))]["requests_per_s"]
+    noop_scaling = noop_top / noop_one if noop_one else 0.0
     emit({
         "benchmark": "tasks", "database": os.environ.get("DATABASE_URL", "").split("://")[0] or "sqlite",
         "web_workers": WEB_WORKERS, "seconds_per_level": SECONDS, "levels": levels, "noop": noop,
+        "claim_scaling": round(scaling, 3), "noop_scaling": round(noop_scaling, 3),
+        "claim_scaling_vs_noop_scaling": round(scaling / noop_scaling, 3) if noop_scaling else None,
     }, [
         target(f"double claims at {max(LEVELS)} claimers", doubles, 0, "claims", doubles == 0),
         target(f"throughput at {max(LEVELS)} claimers / 1 claimer", scaling, 0.6, "ratio", scaling >= 0.6),
