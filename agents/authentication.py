@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hmac
 
-from django.core.cache import cache
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
