@@ -53,6 +53,7 @@ class MeView(ApiView):
 
 
 class AgentsView(ApiView):
+    idempotency_secret_fields = ("token",)
     class InputSerializer(serializers.Serializer):
         name = StrictCharField(max_length=64)
 
@@ -71,6 +72,7 @@ class AgentsView(ApiView):
 
 
 class TokensView(ApiView):
+    idempotency_secret_fields = ("token",)
     class InputSerializer(serializers.Serializer):
         name = StrictCharField(max_length=100, required=False, allow_blank=True, default="")
 

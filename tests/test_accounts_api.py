@@ -217,3 +217,19 @@ def test_openapi_schema_and_offline_docs(live):
         assert docs.status_code == 200
         assert "swagger-ui" in docs.text and "cdn" not in docs.text.lower()
         assert "/static/drf_spectacular_sidecar/" in docs.text
+
+
+def test_idempotency_records_never_keep_a_token_secret(live, make_user):
+    """GIVEN an agent created with an Idempotency-Key WHEN the stored response is inspected and the call is
+    replayed THEN the secret is not in the database, and the replay answers the same agent without it."""
+    from workspace.models import IdempotencyRecord
+
+    human = make_user()
+    with live.client(human.token) as api:
+        first = api.post("/api/v1/agents", json={"name": "once"}, headers={"Idempotency-Key": "agent-1"})
+        replay = api.post("/api/v1/agents", json={"name": "once"}, headers={"Idempotency-Key": "agent-1"})
+    secret = first.json()["token"]
+    assert secret.startswith("syd_")
+    stored = IdempotencyRecord.objects.get(key="agent-1")
+    assert secret not in str(stored.response) and stored.response["token"] is None
+    assert replay.status_code == 201 and replay.json()["username"] == "once" and replay.json()["token"] is None

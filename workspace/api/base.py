@@ -105,7 +105,12 @@ def idempotent(handler: Callable[..., Response]) -> Callable[..., Response]:
                 if not 200 <= response.status_code < 300:
                     raise _Rollback(response)
                 record.status_code = response.status_code
-                record.response = json.loads(json.dumps(response.data, default=str)) if response.data is not None else None
+                stored = json.loads(json.dumps(response.data, default=str)) if response.data is not None else None
+                # A secret is shown once: the stored copy never keeps it (a replay answers null).
+                for name in getattr(self, "idempotency_secret_fields", ()):
+                    if isinstance(stored, dict) and name in stored:
+                        stored[name] = None
+                record.response = stored
                 record.headers = {h: response[h] for h in _REPLAYED_HEADERS if response.has_header(h)}
                 record.save(update_fields=["status_code", "response", "headers"])
                 return response
