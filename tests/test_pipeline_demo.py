@@ -75,6 +75,7 @@ def test_seed_demo_creates_a_demo_account_without_an_operator(db):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_the_demo_pipeline_runs_to_its_approval_and_publishes_once_approved(live, make_user):
     """GIVEN the seeded demo on the live workers WHEN the merged draft is ready THEN an approval waits for
     the operator and nothing is published; once approved, the article is published to output/article.md
@@ -103,6 +104,7 @@ def test_the_demo_pipeline_runs_to_its_approval_and_publishes_once_approved(live
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_fan_out_summary_goes_through_the_llm_provider(live, make_user):
     """GIVEN two branches writing notes and a `summary` aggregator WHEN it runs with the default offline
     provider THEN the summary quotes the branches' sentences with citations and lists its sources."""

@@ -38,6 +38,7 @@ class Dispatch:
     task_id: str
     timeout: float  # the step's timeout per attempt
     stagger_ms: int = 0
+    attempts: int = 0  # the task's attempts when the job was sent: a job of an earlier attempt is over
 
 
 def _queue():  # noqa: ANN202 - an rq Queue
@@ -72,7 +73,7 @@ def _enqueue_now(items: list[Dispatch], *, at_front: bool) -> list[str]:
             result_ttl=600, failure_ttl=24 * 3600, at_front=at_front,
             description=f"pipeline step {item.task_id} of {item.run_id}"))
         key = JOBS_KEY.format(run=item.run_id)
-        pipe.hset(key, item.task_id, job_id)
+        pipe.hset(key, item.task_id, f"{job_id}|{item.attempts}|{item.stagger_ms}")
         pipe.expire(key, JOBS_KEY_TTL)
     try:
         queue.enqueue_many(datas, pipeline=pipe)
@@ -98,29 +99,36 @@ def enqueue_job(func: object, *args: object, job_id: str | None = None, at_front
         now()
 
 
-def live_jobs(run_id: str, task_ids: list[str]) -> set[str]:
-    """The tasks among `task_ids` whose latest job is queued, scheduled, or started just now."""
+def live_jobs(run_id: str, attempts: dict[str, int]) -> set[str]:
+    """The tasks (of `attempts`: task id -> its current attempts) whose latest job is still alive:
+    queued or scheduled, or started moments ago (its stagger included) for the current attempt. A
+    started job of an earlier attempt is over, even if RQ has not noticed its worker died."""
     from rq.job import Job, JobStatus
 
-    if not task_ids:
+    if not attempts:
         return set()
     connection = _queue().connection
-    job_ids = connection.hmget(JOBS_KEY.format(run=run_id), task_ids)
-    pairs = [(t, j.decode() if isinstance(j, bytes) else j) for t, j in zip(task_ids, job_ids, strict=True) if j]
-    if not pairs:
+    task_ids = list(attempts)
+    values = connection.hmget(JOBS_KEY.format(run=run_id), task_ids)
+    sent: list[tuple[str, str, int, int]] = []
+    for task_id, value in zip(task_ids, values, strict=True):
+        if value:
+            job_id, sent_attempts, stagger_ms = (value.decode() if isinstance(value, bytes) else value).split("|")
+            sent.append((task_id, job_id, int(sent_attempts), int(stagger_ms)))
+    if not sent:
         return set()
-    found = Job.fetch_many([j for _, j in pairs], connection=connection)
+    found = Job.fetch_many([job_id for _, job_id, _, _ in sent], connection=connection)
     now = datetime.now(UTC)
     live = set()
-    for (task_id, _), job in zip(pairs, found, strict=True):
+    for (task_id, _, sent_attempts, stagger_ms), job in zip(sent, found, strict=True):
         if job is None:
             continue
         status = job.get_status(refresh=False)
         if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
             live.add(task_id)
-        elif status == JobStatus.STARTED and job.started_at is not None:
+        elif status == JobStatus.STARTED and job.started_at is not None and sent_attempts == attempts[task_id]:
             started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
-            if now - started < STARTED_GRACE:
+            if now - started < STARTED_GRACE + timedelta(milliseconds=stagger_ms):
                 live.add(task_id)
     return live
 

@@ -419,7 +419,8 @@ class Attempt:
         judge.refresh_from_db(fields=["winner"])
         if Task.objects.filter(pk=judge.task_id, status=TaskStatus.QUEUED).exists():
             dispatch.enqueue([dispatch.Dispatch(run_id=judge.run_id, task_id=judge.task_id,
-                                                timeout=float(judge.config.get("timeout", 300)))], at_front=True)
+                                                timeout=float(judge.config.get("timeout", 300)),
+                                                attempts=judge.task.attempts)], at_front=True)
 
     # -- failure -----------------------------------------------------------------------------------
     def fail(self, error: str, *, retry: bool) -> str:

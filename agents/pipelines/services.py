@@ -51,9 +51,9 @@ def output_dir(run_id: str, task_id: str) -> str:
     return f"pipelines/{run_id}/{task_id}/"
 
 
-def _dispatch_of(step: PipelineStep) -> dispatch.Dispatch:
+def _dispatch_of(step: PipelineStep, attempts: int = 0) -> dispatch.Dispatch:
     return dispatch.Dispatch(run_id=step.run_id, task_id=step.task_id, timeout=float(step.config.get("timeout", 300)),
-                             stagger_ms=int(step.config.get("stagger_ms", 0)))
+                             stagger_ms=int(step.config.get("stagger_ms", 0)), attempts=attempts)
 
 
 # -- submission ---------------------------------------------------------------------------------
@@ -211,8 +211,9 @@ def on_task_event(event: dict[str, Any]) -> None:
     task_id = data.get("task") or event.get("target")
     if not isinstance(task_id, str):
         return
-    step = PipelineStep.objects.select_related("run", "task").defer("run__spec", "run__plan") \
-        .filter(task_id=task_id).first()
+    step = PipelineStep.objects.select_related("run", "task").only(
+        "id", "run_id", "key", "role", "config", "winner", "task_id", "run__status", "task__status",
+        "task__not_before", "task__attempts").filter(task_id=task_id).first()
     if step is None:
         return
     running = step.run.status == PipelineRun.Status.RUNNING
@@ -220,14 +221,14 @@ def on_task_event(event: dict[str, Any]) -> None:
         not_before = step.task.not_before
         soon = not_before is None or (not_before - timezone.now()).total_seconds() <= _DISPATCH_AHEAD_SECONDS
         if soon and (step.role != "judge" or competition.gate_open(step)):
-            dispatch.enqueue([_dispatch_of(step)], at_front=step.role == "judge")
+            dispatch.enqueue([_dispatch_of(step, step.task.attempts)], at_front=step.role == "judge")
         return
     if kind == "task.completed" and step.task.status != TaskStatus.DONE:
         return  # waiting on its approval
     if step.role == "attempt" and running:
         judge = competition.judge_of(step)
         if judge is not None and judge.task.status == TaskStatus.QUEUED and competition.gate_open(judge):
-            dispatch.enqueue([_dispatch_of(judge)], at_front=True)
+            dispatch.enqueue([_dispatch_of(judge, judge.task.attempts)], at_front=True)
     if kind == "task.failed":
         from agents import jobs
 
@@ -273,14 +274,14 @@ def _dispatch_orphans() -> int:
         by_run[step.run_id].append(step)
     for run_id, steps in by_run.items():
         try:
-            live = dispatch.live_jobs(run_id, [s.task_id for s in steps])
+            live = dispatch.live_jobs(run_id, {s.task_id: s.task.attempts for s in steps})
         except Exception as exc:  # Redis down: nothing can be enqueued either
             log.warning("pipeline sweep: cannot read the job index: %s", exc)
             return handled
         orphans = [s for s in steps if s.task_id not in live]
         if orphans:
             log.info("pipeline %s: enqueueing %d step(s) with no live job", run_id, len(orphans))
-            dispatch.enqueue([_dispatch_of(s) for s in orphans])
+            dispatch.enqueue([_dispatch_of(s, s.task.attempts) for s in orphans])
             handled += len(orphans)
     return handled
 
