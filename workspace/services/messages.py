@@ -112,18 +112,16 @@ def validate_group_name(name: Any) -> str:
     return name
 
 
-def inbox_owners(name: str) -> set[str] | None:
-    """The usernames whose inbox `name` is (`inbox.<username>` and its dead-letter topic), or None
-    when `name` is not in the inbox namespace. The username must match exactly."""
-    if not name.startswith(INBOX_PREFIX):
-        return None
-    rest = name[len(INBOX_PREFIX):]
-    return {rest, rest.removesuffix(DEAD_SUFFIX)}
+def inbox_owner(name: str) -> str | None:
+    """The username whose inbox `name` is (`inbox.<username>`, matched exactly), or None when `name`
+    is not in the inbox namespace. `inbox.<username>.dead` belongs to the account named
+    `<username>.dead` if any: an inbox's dead letters are for the admins."""
+    return name[len(INBOX_PREFIX):] if name.startswith(INBOX_PREFIX) else None
 
 
 def can_read_topic(access: Access, name: str) -> bool:
-    owners = inbox_owners(name)
-    return owners is None or access.user.username in owners or access.at_least(Role.ADMIN)
+    owner = inbox_owner(name)
+    return owner is None or access.user.username == owner or access.at_least(Role.ADMIN)
 
 
 def check_read(access: Access, name: str) -> str:
@@ -137,8 +135,7 @@ def check_read(access: Access, name: str) -> str:
 def check_consume(access: Access, name: str) -> str:
     """Pulling and acking change a group's state: editors may, and an inbox's owner always may."""
     check_read(access, name)
-    owners = inbox_owners(name)
-    if not access.at_least(Role.EDITOR) and not (owners and access.user.username in owners):
+    if not access.at_least(Role.EDITOR) and inbox_owner(name) != access.user.username:
         raise Forbidden("forbidden", "Consuming a topic needs the editor role.",
                         required_role=Role.EDITOR.value, role=access.role.value)
     return name
@@ -203,10 +200,6 @@ def message_json(message: Message, topic: str, publisher: str | None = None) -> 
 
 
 # -- publishing -----------------------------------------------------------------------------------
-def _validate_body(body: Any) -> int:
-    return clean_json_object(body, code="invalid_body", what="'body'", max_bytes=BODY_MAX_BYTES)
-
-
 def _validate_key(key: Any) -> str:
     if key is None:
         return ""
@@ -248,7 +241,7 @@ def message_publish(*, access: Access, topic: str, body: Any, key: Any = None) -
                         role=access.role.value)
     validate_topic_name(topic)
     key = _validate_key(key)
-    size = _validate_body(body)
+    size = clean_json_object(body, code="invalid_body", what="'body'", max_bytes=BODY_MAX_BYTES)
     with transaction.atomic():
         lock_workspace(access.workspace.id)
         return _append(workspace_id=access.workspace.id, name=topic, body=body, key=key, size=size,
@@ -268,8 +261,7 @@ def topics_visible(*, access: Access) -> Any:
     that pages stay full)."""
     qs = Topic.objects.filter(workspace_id=access.workspace.id)
     if not access.at_least(Role.ADMIN):
-        mine = f"{INBOX_PREFIX}{access.user.username}"
-        qs = qs.filter(~Q(name__startswith=INBOX_PREFIX) | Q(name__in=[mine, mine + DEAD_SUFFIX]))
+        qs = qs.filter(~Q(name__startswith=INBOX_PREFIX) | Q(name=INBOX_PREFIX + access.user.username))
     return qs
 
 
@@ -329,20 +321,28 @@ def _deliverable(group: ConsumerGroup, now: datetime) -> Any:
 
 
 def _take_in(group: ConsumerGroup, topic: Topic) -> None:
-    """Give the group a Delivery row for the next messages of the log, up to WINDOW pending."""
+    """Give the group a Delivery row for the next messages of the log, up to WINDOW pending.
+
+    One INSERT ... SELECT: offsets are gap-free and every offset up to the topic's head (read under
+    the workspace lock) is committed, so the new cursor is known without reading the rows back.
+    """
     if group.cursor >= topic.last_offset:
         return
     room = WINDOW - Delivery.objects.filter(group=group, visible_at__isnull=True).count()
     if room <= 0:
         return
-    rows = list(Message.objects.filter(topic=topic, offset__gt=group.cursor).order_by("offset")
-                .values_list("pk", "offset", "key")[:room])
-    if not rows:
-        return
-    Delivery.objects.bulk_create([Delivery(group=group, message_id=pk, offset=offset, key=key)
-                                  for pk, offset, key in rows])
-    group.cursor = rows[-1][1]
-    ConsumerGroup.objects.filter(pk=group.pk).update(cursor=group.cursor)
+    upto = min(topic.last_offset, group.cursor + room)
+    q = connection.ops.quote_name
+    columns = ", ".join(q(c) for c in ("group_id", "message_id", "offset", "key", "deliveries"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {q(Delivery._meta.db_table)} ({columns}) "  # noqa: S608 - names are ours, quoted
+            f"SELECT %s, {q('id')}, {q('offset')}, {q('key')}, 0 FROM {q(Message._meta.db_table)} "
+            f"WHERE {q('topic_id')} = %s AND {q('offset')} > %s AND {q('offset')} <= %s",
+            [group.pk, topic.pk, group.cursor, upto],
+        )
+    group.cursor = upto
+    ConsumerGroup.objects.filter(pk=group.pk).update(cursor=upto)
 
 
 def _dead_letter(group: ConsumerGroup, topic: Topic, rows: list[Delivery]) -> int:
@@ -447,21 +447,23 @@ class _Waker:
             log.warning("long-poll without wake-ups: %s", exc)
             self.close()
 
-    def wait(self, seconds: float) -> None:
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to `seconds`; True when woken by a change to the topic."""
         if seconds <= 0:
-            return
+            return False
         if self.pubsub is None:
             time.sleep(seconds)
-            return
+            return False
         deadline = time.monotonic() + seconds
         try:
             while time.monotonic() < deadline:
                 if self.pubsub.get_message(timeout=max(0.0, deadline - time.monotonic())) is not None:
-                    return
+                    return True
         except redis.RedisError as exc:
             log.warning("long-poll wake-ups lost: %s", exc)
             self.close()
             time.sleep(max(0.0, deadline - time.monotonic()))
+        return False
 
     def close(self) -> None:
         if self.pubsub is not None:
@@ -489,7 +491,11 @@ def _validate_pull(limit: Any, visibility: Any, wait: Any, max_deliveries: Any) 
 
 def group_wait(*, access: Access, topic: str, group: str, wait_seconds: float,
                max_deliveries: int | None = None) -> bool:
-    """Wait (holding no transaction) until a pull could lease something, or `wait_seconds` pass."""
+    """Wait (holding no transaction) until a pull could lease something, or `wait_seconds` pass.
+
+    True when the database says there is something, or when a publish, ack or dead letter on the
+    topic woke the wait: then the pull itself finds out, without a second look first (every
+    woken waiter would see the new message as available anyway, until one has leased it)."""
     check_consume(access, topic)
     validate_group_name(group)
     _validate_pull(1, VISIBILITY_MIN, wait_seconds, max_deliveries)
@@ -507,7 +513,8 @@ def group_wait(*, access: Access, topic: str, group: str, wait_seconds: float,
                 # Subscribe, then look again: a publish between the look and the wait is not missed.
                 waker = _Waker(access.workspace.id, topic)
                 continue
-            waker.wait(min(remaining, POLL_INTERVAL))
+            if waker.wait(min(remaining, POLL_INTERVAL)):
+                return True
     finally:
         if waker is not None:
             waker.close()
