@@ -4,12 +4,15 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
+
 from tests.helpers import create_workspace, put_file
 
 CLIENTS = 16
 INCREMENTS = 50
 
 
+@pytest.mark.timeout(900)  # 16-way contention on one row: ~45 s on this machine, minutes when it is loaded
 def test_sixteen_clients_increment_a_counter_without_losing_an_update(live, make_user):
     """GIVEN a counter file at 0 WHEN 16 clients each do 50 read-modify-write increments with If-Match,
     retrying on 412 from the `current` the 412 carries THEN the value is exactly 800 and the history has
