@@ -8,7 +8,9 @@ with no job at all, so three paths enqueue:
 - the `pipelines.dispatch` sweep, for any ready step whose job is gone (a lost job, a killed
   worker, a back-off that has just ended).
 The id of each step's latest job is kept in one Redis hash per run, so the sweep can tell a live
-job (queued, or started moments ago) from a dead one.
+job (queued, or started moments ago) from a dead one. A completing step enqueues the dependents it
+released itself, first thing after its commit (before its events are announced), and the
+listener then finds them sent.
 """
 from __future__ import annotations
 
@@ -131,6 +133,19 @@ def live_jobs(run_id: str, attempts: dict[str, int]) -> set[str]:
             if now - started < STARTED_GRACE + timedelta(milliseconds=stagger_ms):
                 live.add(task_id)
     return live
+
+
+def already_sent(run_id: str, task_id: str, attempts: int) -> bool:
+    """Whether a job was sent for this attempt of the task (a ready task has had none before, so
+    one means the step that released it sent it)."""
+    try:
+        value = _queue().connection.hget(JOBS_KEY.format(run=run_id), task_id)
+    except Exception as exc:  # then send one: a duplicate is harmless, a missing one is not
+        log.warning("could not read the job index of %s: %s", run_id, exc)
+        return False
+    if not value:
+        return False
+    return int((value.decode() if isinstance(value, bytes) else value).split("|")[1]) == attempts
 
 
 def forget_run(run_id: str) -> None:

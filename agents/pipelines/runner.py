@@ -37,7 +37,7 @@ from agents.models import PipelineRun, PipelineStep
 from agents.pipelines import competition, dispatch
 from agents.pipelines.conf import QUEUE, scratch_root
 from agents.pipelines.context import AgentResult, Input, StepContext, StepError, Stopped
-from agents.pipelines.services import output_dir, resolve_inputs
+from agents.pipelines.services import output_dir, released_by, resolve_inputs
 from agents.pipelines.validation import check_outputs
 from workspace.access import Access, workspace_for
 from workspace.blobs import blob_put
@@ -349,8 +349,12 @@ class Attempt:
                   score: float | None) -> dict[str, dict[str, Any]]:
         assert self.task is not None
         step, config, task_id = self.step, self.config, self.task.pk
+        released: list[dispatch.Dispatch] = []
         try:
             with transaction.atomic():
+                # First on commit: the dependents this completion releases get their jobs before
+                # the transaction's events are announced.
+                transaction.on_commit(lambda: dispatch.enqueue(released))
                 directory = output_dir(self.run_.id, task_id)
                 written = {name: self._write(f"{directory}{name}", data, self.lock_token)
                            for name, data in outputs.items()}
@@ -372,6 +376,7 @@ class Attempt:
                                      outputs=[w["path"] for w in [*written.values(), *published.values()]])
                 PipelineStep.objects.filter(pk=step.pk).update(outputs=written, score=score,
                                                                finished_at=task.completed_at)
+                released.extend(released_by(run_id=self.run_.id, task_id=task_id))
                 worklog_append(access=self.access, task_id=task_id,
                                message=f"{self.run_.name}: {step.key} done in {duration:.2f}s (attempt {ctx.attempt})",
                                data=summary)

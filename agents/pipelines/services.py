@@ -72,7 +72,11 @@ def pipeline_submit(*, access: Access, spec: Any, trusted: bool = False) -> Pipe
     run_id = new_id("plr")
     spec_obj, plan = build_plan(spec, run_id=run_id, trusted=trusted, server_buckets=set(server_limits()))
     ws_id = access.workspace.id
+    ready: list[dispatch.Dispatch] = []
     with transaction.atomic():
+        # Registered first, so it runs first on commit: the first wave is enqueued before the
+        # creation events of every task are announced.
+        transaction.on_commit(lambda: dispatch.enqueue(ready))
         lock_workspace(ws_id)
         live = set(File.objects.filter(workspace_id=ws_id, path__in=plan.files, deleted=False)
                    .values_list("path", flat=True))
@@ -98,10 +102,19 @@ def pipeline_submit(*, access: Access, spec: Any, trusted: bool = False) -> Pipe
             for step, task in zip(plan.steps, tasks, strict=True)])
         event_record(workspace_id=ws_id, type="pipeline.created", actor=access.user, target=run.id, data={
             "pipeline": run.id, "name": run.name, "steps": len(rows), "waves": len(plan.waves)})
-        ready = [_dispatch_of(row) for row, task in zip(rows, tasks, strict=True)
-                 if task.status == TaskStatus.QUEUED and row.role != "judge"]
-        dispatch.enqueue(ready)
+        ready.extend(_dispatch_of(row) for row, task in zip(rows, tasks, strict=True)
+                     if task.status == TaskStatus.QUEUED and row.role != "judge")
     return run
+
+
+def released_by(*, run_id: str, task_id: str) -> list[dispatch.Dispatch]:
+    """The steps of a run that the completion of `task_id` has just made ready (run inside the
+    completing transaction). Judges are left to the listener, which checks their gate."""
+    steps = PipelineStep.objects.select_related("task").only(
+        "id", "run_id", "task_id", "config", "task__attempts").filter(
+        run_id=run_id, task__status=TaskStatus.QUEUED, task__dependency_links__depends_on_id=task_id,
+    ).exclude(role="judge")
+    return [_dispatch_of(step, step.task.attempts) for step in steps]
 
 
 def get_run(*, access: Access, run_id: Any) -> PipelineRun:
@@ -217,6 +230,8 @@ def on_task_event(event: dict[str, Any]) -> None:
     if step is None:
         return
     running = step.run.status == PipelineRun.Status.RUNNING
+    if kind == "task.ready" and dispatch.already_sent(step.run_id, step.task_id, step.task.attempts):
+        return  # the step that released it enqueued it already
     if kind in ("task.ready", "task.requeued") and running and step.task.status == TaskStatus.QUEUED:
         not_before = step.task.not_before
         soon = not_before is None or (not_before - timezone.now()).total_seconds() <= _DISPATCH_AHEAD_SECONDS
