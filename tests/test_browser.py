@@ -22,6 +22,7 @@ pytestmark = pytest.mark.browser
 
 PASSWORD = "a long test password"
 WAIT_MS = 30_000
+MODEL_LOAD_MS = 120_000
 
 # Runs before any page script: counts CSP violations (an injected script or handler that the
 # policy stopped is still an escaping failure) and keeps the XSS flag unset.
@@ -306,7 +307,8 @@ def test_search_and_ask_with_citations_that_open_the_cited_version(browser, live
     olga = open_as(browser, live, owner.user)
     page = olga.go(f"/w/{ws}/search/")
     page.fill("#q", "who inspects the crane cables")
-    page.click("form[role=search] button:has-text('Search')")
+    # A web process loads the embedding model on its first semantic query: that page may take a while.
+    page.click("form[role=search] button:has-text('Search')", timeout=MODEL_LOAD_MS)
     page.wait_for_selector("ol.hits li a")
     first = page.locator("ol.hits li").first
     assert first.locator("a").inner_text() == "docs/cranes.md" and "version 2" in first.inner_text()
@@ -319,7 +321,7 @@ def test_search_and_ask_with_citations_that_open_the_cited_version(browser, live
 
     page.goto(f"/w/{ws}/search/")
     page.fill("#question", "When are the crane cables inspected?")
-    page.click("button:has-text('Ask')")
+    page.click("button:has-text('Ask')", timeout=MODEL_LOAD_MS)
     page.wait_for_selector(".answer-text a.cite")
     assert "Monday" in page.locator(".answer-text").inner_text()
     olga.shot("14-ask-answer")
