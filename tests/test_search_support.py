@@ -12,21 +12,19 @@ from typing import Any
 
 import pytest
 
-ISOLATED_REDIS_DB = 9
-
-
 @pytest.fixture
 def index_queue(settings: Any, redis_server: str) -> Iterator[Any]:
     import django_rq
 
+    shared = django_rq.get_queue("index").connection.connection_pool.connection_kwargs.get("db", 0)
     settings.RQ_QUEUES = {**settings.RQ_QUEUES,
-                          "index": {**settings.RQ_QUEUES["index"], "DB": ISOLATED_REDIS_DB}}
+                          "index": {**settings.RQ_QUEUES["index"], "DB": 15 if shared != 15 else 14}}
     # The test transaction never commits; enqueue as production does outside a transaction.
     settings.RQ = {**settings.RQ, "COMMIT_MODE": "auto"}
     queue = django_rq.get_queue("index")
-    queue.connection.flushdb()
+    queue.empty()
     yield queue
-    queue.connection.flushdb()
+    queue.empty()
 
 
 @pytest.fixture
