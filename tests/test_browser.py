@@ -245,6 +245,10 @@ def test_approving_a_gated_task_starts_its_dependent_on_the_live_board(browser, 
         done = agent.post(f"/api/v1/workspaces/{ws}/tasks/{gated['id']}/complete",
                           json={"result": {"berths": 4}, "outputs": ["output/berths.md"]})
         assert done.status_code == 200, done.text
+        logged = agent.post(f"/api/v1/workspaces/{ws}/worklog", json={
+            "message": "Measured berths 4 and 5; berth 4 fits the Aurora.", "task": gated["id"],
+            "data": {"berths": [4, 5]}})
+        assert logged.status_code == 201, logged.text
 
     olga = open_as(browser, live, owner.user)
     board = olga.go(f"/w/{ws}/tasks/")
@@ -278,6 +282,14 @@ def test_approving_a_gated_task_starts_its_dependent_on_the_live_board(browser, 
     assert re.search(r"Lease: (1 min \d\d s|\d+ s) left", claimed_column.inner_text())
     assert board.evaluate("window.__sameDocument") is True
     olga.shot("11-task-board-live")
+    for path, name in ((f"/w/{ws}/tasks/{gated['id']}/", "11b-task"), (f"/w/{ws}/worklog/", "11c-worklog"),
+                       (f"/w/{ws}/activity/", "11d-activity"), (f"/w/{ws}/members/", "11e-members")):
+        olga.go(path)
+        olga.shot(name)
+    worklog = olga.go(f"/w/{ws}/worklog/")
+    browser.expect(worklog.locator(".verified")).to_contain_text("all 1 entry verified", timeout=WAIT_MS)
+    assert "berth 4 fits the Aurora" in worklog.locator("table.worklog").inner_text()
+    olga.shot("11c-worklog")
     olga.assert_clean()
     olga.context.close()
 
