@@ -602,3 +602,20 @@ def test_pipeline_page_shows_stage_progress_a_gantt_chart_and_the_critical_path(
     assert "sleep #2" in chart  # the two branches overlapped: two lanes of one agent
     assert "rate.2 → rate" in html.replace("◆ ", "")
     assert 'data-live="run" data-on="task. pipeline." data-every="3"' in html and "data-running" in html
+
+
+# -- search ----------------------------------------------------------------------------------------------
+def test_search_page_without_intelligence_says_so_and_with_it_shows_the_index_and_the_query(scene):
+    """GIVEN a workspace with intelligence off WHEN its search page opens THEN it says the files are not
+    indexed; with intelligence on and nothing indexed yet, a query (hostile, here) comes back escaped
+    with no results, and the index state is a live region."""
+    client = signed_in(scene.owner)
+    off = page(client, url("search", scene) + "?q=crane")
+    assert "Intelligence is switched off for this workspace" in off and "Nothing matched" not in off
+    ws = workspaces.workspace_create(user=scene.owner, name="Indexed", intelligence=True)
+    html = page(client, reverse("ws-search", kwargs={"ws": ws.id}) + "?q=%3Cscript%3Ealert(1)%3C/script%3E")
+    assert 'value="&lt;script&gt;alert(1)&lt;/script&gt;"' in html and "Nothing matched." in html
+    assert 'data-live="index" data-on="file."' in html and "Index: 0 files searchable." in html
+    assert_inert(html)
+    everywhere = page(client, reverse("global-search") + "?q=crane")
+    assert "Nothing matched." in everywhere
