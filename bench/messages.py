@@ -170,6 +170,12 @@ def main() -> None:
         "pull_ack": [drain[n] for n in CONSUMERS],
         "delivery_latency_websocket": ws_latency,
         "delivery_latency_long_poll": lp_latency,
+        # The machine's load in one number: each p50 in units of the no-op request's p50.
+        "p50_over_noop_p50": {
+            "publish_1": round(1000 / publish[0]["per_second"] / noop["p50_ms"], 2),
+            "websocket": round(ws_latency["p50_ms"] / noop["p50_ms"], 2),
+            "long_poll": round(lp_latency["p50_ms"] / noop["p50_ms"], 2),
+        },
     }
     emit(figures, [
         target("publish->delivery p50, WebSocket", ws_latency["p50_ms"], 20.0, "ms", ws_latency["p50_ms"] < 20.0),
