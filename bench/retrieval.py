@@ -53,7 +53,8 @@ def documents() -> dict[str, str]:
 
 
 def queries() -> dict[str, str]:
-    return {str(int(rec["id"])): " ".join(rec.get("W", "").split()) for rec in _records(DATA / "query.text")}
+    texts = {str(int(rec["id"])): " ".join(rec.get("W", "").split()) for rec in _records(DATA / "query.text")}
+    return {qid: text for qid, text in texts.items() if text}
 
 
 def qrels() -> dict[str, set[str]]:
