@@ -233,3 +233,33 @@ def test_idempotency_records_never_keep_a_token_secret(live, make_user):
     stored = IdempotencyRecord.objects.get(key="agent-1")
     assert secret not in str(stored.response) and stored.response["token"] is None
     assert replay.status_code == 201 and replay.json()["username"] == "once" and replay.json()["token"] is None
+
+
+def test_workspace_settings_services_refuse_an_editor(db, make_user):
+    """GIVEN an editor's access WHEN it calls the member, rule, layout or update services directly (as pages,
+    MCP tools and jobs do) THEN each refuses with 403, and nothing changes."""
+    import pytest
+
+    from workspace.access import workspace_for
+    from workspace.errors import Forbidden
+    from workspace.models import Membership
+    from workspace.services import workspaces as svc
+
+    owner, editor, other = make_user(), make_user(), make_user()
+    ws = svc.workspace_create(user=owner.user, name="guarded")
+    Membership.objects.create(workspace=ws, user=editor.user, role="editor")
+    Membership.objects.create(workspace=ws, user=other.user, role="viewer")
+    access = workspace_for(editor.user, ws.id)
+    for call in (
+        lambda: svc.member_set(access=access, username=other.username, role="editor"),
+        lambda: svc.member_remove(access=access, username=other.username),
+        lambda: svc.rule_set(access=access, prefix="r/", writers=[editor.username]),
+        lambda: svc.rule_delete(access=access, prefix="r/"),
+        lambda: svc.layout_create(access=access, agents=[]),
+        lambda: svc.workspace_update(access=access, name="renamed"),
+    ):
+        with pytest.raises(Forbidden):
+            call()
+    assert Membership.objects.get(workspace=ws, user=other.user).role == "viewer"
+    ws.refresh_from_db()
+    assert ws.name == "guarded" and not ws.rules.exists()

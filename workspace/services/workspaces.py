@@ -14,6 +14,12 @@ from workspace.paths import validate_prefix
 from workspace.services.events import event_record
 
 
+def _require_admin(access: Access) -> None:
+    """Workspace settings are for admins and the owner; the rule lives here, not only in the views."""
+    if not access.at_least(Role.ADMIN):
+        raise Forbidden("forbidden", "This needs the admin role in the workspace.", required_role="admin")
+
+
 def lock_workspace(workspace_id: str) -> Workspace:
     """Take the workspace row lock first in every mutating transaction.
 
@@ -36,6 +42,7 @@ def workspace_create(*, user: Any, name: str, intelligence: bool = True) -> Work
 
 
 def workspace_update(*, access: Access, name: str | None = None, intelligence: bool | None = None) -> Workspace:
+    _require_admin(access)
     with transaction.atomic():
         ws = lock_workspace(access.workspace.id)
         changes: dict[str, Any] = {}
@@ -62,6 +69,7 @@ def _user_by_name(username: str) -> Any:
 
 
 def member_set(*, access: Access, username: str, role: str) -> Membership:
+    _require_admin(access)
     if role not in {Role.ADMIN, Role.EDITOR, Role.VIEWER}:
         raise Invalid("invalid_role", "A role is one of 'admin', 'editor', 'viewer' (ownership moves by transfer).")
     target = _user_by_name(username)
@@ -88,6 +96,7 @@ def member_set(*, access: Access, username: str, role: str) -> Membership:
 
 
 def member_remove(*, access: Access, username: str) -> None:
+    _require_admin(access)
     target = _user_by_name(username)
     with transaction.atomic():
         lock_workspace(access.workspace.id)
@@ -104,6 +113,7 @@ def member_remove(*, access: Access, username: str) -> None:
 
 
 def rule_set(*, access: Access, prefix: str, writers: list[str]) -> DirectoryRule:
+    _require_admin(access)
     prefix = validate_prefix(prefix)
     if prefix == "":
         raise Invalid("invalid_path", "A rule needs a directory prefix such as 'research/'.")
@@ -127,6 +137,7 @@ def rule_set(*, access: Access, prefix: str, writers: list[str]) -> DirectoryRul
 
 
 def rule_delete(*, access: Access, prefix: str) -> None:
+    _require_admin(access)
     prefix = validate_prefix(prefix)
     with transaction.atomic():
         lock_workspace(access.workspace.id)
@@ -170,6 +181,7 @@ LAYOUT_DIRS = ("inbox/", "output/", "failed/")
 def layout_create(*, access: Access, agents: list[str]) -> dict[str, Any]:
     """The standard layout: inbox/, agent-<name>/ per agent, output/, failed/ (each with a .keep
     file so it shows in the tree), and a rule so only <name> writes agent-<name>/."""
+    _require_admin(access)
     from workspace.services.files import file_write
 
     if not isinstance(agents, list) or not all(isinstance(a, str) for a in agents):
