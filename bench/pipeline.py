@@ -144,6 +144,25 @@ def summary(details: list[dict[str, Any]], ideal: float, steps: int) -> dict[str
     }
 
 
+def second_database() -> dict[str, str]:
+    """With DATABASE_URL on PostgreSQL, the one-worker server gets a fresh database of its own next
+    to it (`<name>_1worker`), so that both servers start from an empty schema."""
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        return {}
+    from urllib.parse import urlparse
+
+    import psycopg
+
+    parsed = urlparse(url)
+    name = f"{parsed.path.lstrip('/')}_1worker"
+    admin = parsed._replace(path="/postgres").geturl().replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return {"DATABASE_URL": parsed._replace(path=f"/{name}").geturl()}
+
+
 def main() -> None:
     ideal_a = math.ceil(INDEPENDENT / WORKERS) * STEP_SECONDS
     ideal_b = 4 * STEP_SECONDS
@@ -155,7 +174,7 @@ def main() -> None:
     if not os.environ.get("SWITCHYARD_URL") or one_url:
         if one_url:
             os.environ["SWITCHYARD_URL"] = one_url
-        with bench_server(workers=1, web_workers=1) as single:
+        with bench_server(workers=1, web_workers=1, extra_env=second_database()) as single:
             c = summary(measure(single, dag_spec(STEP_SECONDS), REPEATS), 10 * STEP_SECONDS, 10)
         c["speedup_8_over_1"] = round(c["makespan_seconds"]["median"] / b["makespan_seconds"]["median"], 4)
     targets = [
