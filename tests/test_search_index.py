@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db.models import Count
 
 from search import services, vectors
@@ -244,3 +246,22 @@ def test_reindex_command_rebuilds_the_index_in_process(make_space, run_jobs, cap
     assert "Indexed 2 files; 0 failed." in out.out
     assert "2/2" in out.err
     assert [h["path"] for h in search(space, "who approves berth changes?", mode="semantic")][0] == "two.md"
+
+
+def test_reindex_command_queues_every_file_for_the_workers(make_space, run_jobs, index_queue):
+    """GIVEN an indexed workspace WHEN `manage.py reindex --workspace WS --no-wait` runs THEN every
+    file is pending again with a job queued, which the workers index; an unknown workspace or one
+    with intelligence off is refused."""
+    space = make_space()
+    space.write("one.md", "Mooring lines are checked every watch.")
+    space.write("two.md", "The harbour master approves every berth change.")
+    run_jobs()
+    call_command("reindex", "--workspace", space.id, "--no-wait")
+    assert index_queue.count == 2
+    assert {space.state(p).status for p in ("one.md", "two.md")} == {Status.PENDING}
+    assert run_jobs() == 2
+    assert {space.state(p).status for p in ("one.md", "two.md")} == {Status.INDEXED}
+    with pytest.raises(CommandError, match="No workspace"):
+        call_command("reindex", "--workspace", "ws_missing")
+    with pytest.raises(CommandError, match="Intelligence is off"):
+        call_command("reindex", "--workspace", make_space(intelligence=False).id)
