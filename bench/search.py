@@ -47,7 +47,7 @@ def make_file(rng: random.Random, pool: list[str], number: int) -> str:
     """A file of SECTIONS_PER_FILE short sections, each about one chunk."""
     sections = [f"# Notes {number}", ""]
     for i in range(SECTIONS_PER_FILE):
-        body = " ".join(rng.sample(pool, 3))
+        body = " ".join(rng.sample(pool, 2))
         sections += [f"## Note {number}.{i}", "", body, ""]
     return "\n".join(sections)
 

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import Count, F
 from django.utils import timezone
 
 from search import keyword, vectors
@@ -110,10 +110,11 @@ def index_request(*, workspace_id: str, path: str, version: int, force: bool = F
 def index_mark_workspace(*, workspace_id: str, force: bool = False) -> list[IndexState]:
     """Mark every live file of a workspace pending (and every deleted one that still has chunks)."""
     with_chunks = set(Chunk.objects.filter(workspace_id=workspace_id).values_list("path", flat=True).distinct())
-    heads = File.objects.filter(workspace_id=workspace_id).filter(
-        Q(deleted=False) | Q(path__in=with_chunks)).values_list("path", "version")
+    heads = File.objects.filter(workspace_id=workspace_id).values_list("path", "version", "deleted")
     marked = []
-    for path, version in heads.iterator():
+    for path, version, deleted in heads.iterator():
+        if deleted and path not in with_chunks:
+            continue
         state = index_mark_pending(workspace_id=workspace_id, path=path, version=version, force=force)
         if state is not None:
             marked.append(state)
