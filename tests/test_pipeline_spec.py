@@ -220,3 +220,61 @@ def test_the_run_list_is_paginated_newest_first_in_a_fixed_number_of_queries(spa
     assert page["results"][0]["counts"] == {"queued": 1, "blocked": 1} and page["results"][0]["steps_total"] == 2
     rest = client.get(f"/api/v1/workspaces/{ws}/pipelines", {"limit": 10, "cursor": page["next"]}).json()
     assert [r["name"] for r in rest["results"]] == ["r1", "r0"] and rest["next"] is None
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
+                        st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20),
+                        st.sampled_from(["sleep", "vote", "llm", "python", "command", "x", "a", "file:notes/a.md",
+                                         "{item}", "{run}", "out/{run}.md", "../x"]))
+    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                         st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+                        max_leaves=12)
+
+
+def _specs():
+    from hypothesis import strategies as st
+
+    value = _json_values()
+    names = st.sampled_from(["sleep", "vote", "weighted_merge", "summary", "concat", "select", "copy", "python", "nope"])
+    entry = st.one_of(names, st.fixed_dictionaries({"agent": names}, optional={"params": value, "weight": value,
+                                                                                "id": value, "timeout": value}))
+    patterns = {
+        "fan_out": st.fixed_dictionaries({}, optional={"agents": st.lists(entry, max_size=3), "aggregate": value}),
+        "compete": st.fixed_dictionaries({}, optional={"attempts": value, "vary": value, "scorer": value,
+                                                       "first_good_wins": value, "good_enough": value}),
+        "stages": st.fixed_dictionaries({}, optional={
+            "items": st.lists(value, max_size=3), "concurrency": value, "collect": value,
+            "steps": st.lists(st.fixed_dictionaries({"id": st.sampled_from(["a", "b", "a b"]), "agent": names},
+                                                    optional={"inputs": value, "params": value}), max_size=3)}),
+        "validate": st.dictionaries(st.sampled_from(["min_words", "regex", "json", "contains", "function"]), value),
+    }
+    step_keys = st.sampled_from(["id", "agent", "params", "inputs", "outputs", "depends_on", "publish", "fan_out",
+                                 "stages", "compete", "timeout", "retries", "validate", "rate_limit", "title",
+                                 "requires_approval", "lease_seconds", "stagger_ms"])
+    plain = st.dictionaries(step_keys, value, max_size=6)
+    shaped = st.sampled_from(sorted(patterns)).flatmap(lambda k: patterns[k].map(lambda v, k=k: {k: v}))
+    step = st.tuples(st.sampled_from(["s", "t", "u"]), plain, shaped, st.sampled_from([None, ["x"], ["y", "z"]])).map(
+        lambda t: {"agent": "sleep", **t[1], **t[2], "id": t[0], **({"outputs": t[3]} if t[3] else {})})
+    return st.fixed_dictionaries({"steps": st.lists(step, max_size=3)},
+                                 optional={"name": value, "defaults": value, "inputs": value, "rate_limits": value})
+
+
+def test_no_spec_makes_the_server_fail(space):
+    """GIVEN arbitrary specs built from the format's own keys and random JSON values WHEN submitted
+    THEN each gets a 201 or a 4xx with the error body, never a 5xx."""
+    from hypothesis import HealthCheck, given, settings
+
+    ws, client, _ = space
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(spec=_specs())
+    def check(spec: dict[str, Any]) -> None:
+        response = post(client, ws, spec)
+        assert response.status_code in (201, 400, 403, 404, 409, 413), (spec, response.content[:300])
+        if response.status_code != 201:
+            assert set(response.json()) == {"error"} and response.json()["error"]["code"]
+
+    check()
