@@ -52,3 +52,44 @@ def raw_request(base_url: str, method: str, raw_path: str, *, token: str | None 
         return response.status, json.loads(data)
     except ValueError:
         return response.status, None
+
+
+def wait_workers_idle(live: Any, *, workers: int = 2, timeout: float = 120.0) -> None:
+    """Wait until the live server's RQ workers are all registered and idle and no job is queued.
+
+    A test that asserts on parallelism (two steps overlapping on two workers) needs a free pool to
+    start from; a job left by an earlier test (a retry back-off, a cancelled step winding down) would
+    otherwise hold a worker. The launcher names its workers `<host>-<launcher pid>-w<n>`; a worker
+    SIGKILLed by an earlier test stays registered (busy) until its TTL, so only live processes count.
+    """
+    import time
+
+    import django_rq
+    from rq import Queue, Worker
+
+    connection = django_rq.get_connection("pipeline")
+    marker = f"-{live.proc.pid}-w"
+    deadline = time.monotonic() + timeout
+    while True:
+        mine = [w for w in Worker.all(connection=connection) if marker in w.name and _alive(w.pid)]
+        busy = [w.name for w in mine if w.get_state() != "idle"]
+        queued = {name: Queue(name, connection=connection).count for name in ("pipeline", "index", "default")}
+        if len(mine) >= workers and not busy and not any(queued.values()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"workers not idle after {timeout}s: {len(mine)} up, busy {busy}, queued {queued}")
+        time.sleep(0.05)
+
+
+def _alive(pid: int | None) -> bool:
+    import os
+
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

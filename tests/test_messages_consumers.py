@@ -26,28 +26,45 @@ WORK_SECONDS = 0.03
 
 
 def consume(base_url: str, token: str, ws: str, log_path: str, stop: Any, freeze: Any) -> None:
-    """One consumer process (started with the spawn method, so it shares nothing with pytest)."""
+    """One consumer process (started with the spawn method, so it shares nothing with pytest).
+
+    Like any real agent it retries what the API says to retry (429 and 503, after `Retry-After`) and
+    a dropped connection; anything else ends it, with the reason in its log (`X ...`)."""
     import httpx
 
     url = f"{base_url}{topic_url(ws, TOPIC)}/groups/{GROUP}"
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
-        while not stop.is_set():
-            response = api.post(f"{url}/pull", json={"max": 10, "visibility_seconds": VISIBILITY,
-                                                     "wait_seconds": 0.5})
-            response.raise_for_status()
-            offsets = [m["offset"] for m in response.json()["results"]]
-            if not offsets:
+
+    def call(api: httpx.Client, action: str, body: dict[str, Any]) -> dict[str, Any]:
+        while True:
+            try:
+                response = api.post(f"{url}/{action}", json=body)
+            except httpx.TransportError:
+                time.sleep(0.2)
                 continue
-            os.write(fd, f"P {' '.join(map(str, offsets))}\n".encode())
-            if freeze.is_set():
-                os.write(fd, b"H\n")
-                time.sleep(3600)  # hung mid-work, holding the lease, until the test kills it
-            time.sleep(WORK_SECONDS)
-            response = api.post(f"{url}/ack", json={"offsets": offsets})
+            if response.status_code in (429, 503):
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+                continue
             response.raise_for_status()
-            acked = response.json()["acked"]
-            os.write(fd, f"A {' '.join(map(str, acked))}\n".encode())
+            return dict(response.json())
+
+    try:
+        with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
+            while not stop.is_set():
+                pulled = call(api, "pull", {"max": 10, "visibility_seconds": VISIBILITY, "wait_seconds": 0.5})
+                offsets = [m["offset"] for m in pulled["results"]]
+                if not offsets:
+                    continue
+                os.write(fd, f"P {' '.join(map(str, offsets))}\n".encode())
+                if freeze.is_set():
+                    os.write(fd, b"H\n")
+                    time.sleep(3600)  # hung mid-work, holding the lease, until the test kills it
+                time.sleep(WORK_SECONDS)
+                acked = call(api, "ack", {"offsets": offsets})["acked"]
+                os.write(fd, f"A {' '.join(map(str, acked))}\n".encode())
+    except Exception as exc:
+        os.write(fd, f"X {exc!r}\n".replace("\n", " ").encode() + b"\n")
+        raise
 
 
 def _lines(path: Path) -> list[tuple[str, list[int]]]:
@@ -56,6 +73,8 @@ def _lines(path: Path) -> list[tuple[str, list[int]]]:
     out = []
     for line in path.read_text().splitlines():
         kind, *numbers = line.split(" ")
+        if kind == "X":
+            raise AssertionError(f"a consumer failed: {line}")
         out.append((kind, [int(n) for n in numbers if n]))
     return out
 
@@ -102,7 +121,11 @@ def _run(live: Any, make_user: Any, make_agent: Any, tmp_path: Path, *, count: i
                     time.sleep(0.02)
                 freeze[victim].set()
                 while not _lines(logs[victim]) or _lines(logs[victim])[-1][0] != "H":
-                    assert time.monotonic() < deadline, "the victim never pulled again"
+                    assert procs[victim].is_alive(), f"consumer {victim} died: {logs[victim].read_text()[-500:]}"
+                    assert time.monotonic() < deadline, (
+                        f"consumer {victim} never pulled again: "
+                        f"{api.get(f'{topic_url(ws, TOPIC)}/groups/{GROUP}').json()}, "
+                        f"{sum(len(o) for k, o in _all(logs) if k == 'A')} acked")
                     time.sleep(0.01)
                 os.kill(procs[victim].pid, signal.SIGKILL)
                 procs[victim].join(10)

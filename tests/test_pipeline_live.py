@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import create_workspace, put_file
+from tests.helpers import create_workspace, put_file, wait_workers_idle
 from tests.test_pipeline_helpers import get_run, output, read, step, submit, task, tree, wait_run, when
 
 
@@ -33,7 +33,10 @@ def api(live, owner):
 
 
 @pytest.fixture
-def ws(api):
+def ws(live, api):
+    # Several tests assert that two steps ran side by side on the two workers: start each test from
+    # an idle pool, not one still finishing an earlier test's job.
+    wait_workers_idle(live)
     return create_workspace(api, "pipelines", intelligence=False)
 
 
@@ -121,7 +124,7 @@ def test_competition_first_good_wins_stops_the_running_attempt(api, ws):
     spec = {"name": "race", "steps": [{"id": "headline", "agent": "sleep", "outputs": ["title"], "compete": {
         "attempts": 3, "first_good_wins": True, "good_enough": 1.0,
         "scorer": {"name": "keywords", "params": {"keywords": ["solar", "cheap"]}},
-        "vary": [{"seconds": 0.3, "text": "Solar is cheap"}, {"seconds": 20, "text": "Solar"},
+        "vary": [{"seconds": 1.5, "text": "Solar is cheap"}, {"seconds": 20, "text": "Solar"},
                  {"seconds": 20, "text": "cheap"}]}}]}
     started = time.monotonic()
     detail = wait_run(api, ws, submit(api, ws, spec)["id"], timeout=30)
