@@ -43,7 +43,8 @@ def _run(live: Any, owner: Any, tmp_path: Path, *, max_examples: int, phases: st
         "--phases", phases,
         "--seed", "20261128",
         "--workers", "4",
-        "--request-timeout", "15",
+        # Above the longest legitimate wait: a lock request may block up to 60 s, a pull up to 30 s.
+        "--request-timeout", "90",
         "--suppress-health-check", "all",
         "--report", "ndjson", "--report-ndjson-path", str(ndjson),
         "--no-color",
