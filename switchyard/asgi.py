@@ -12,6 +12,24 @@ from typing import Any
 from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchyard.settings")
+
+
+def _die_with_parent() -> None:
+    """Under `uvicorn --workers N` each worker process imports this module. Were the uvicorn
+    supervisor SIGKILLed, its workers would go on serving the shared socket as orphans and the
+    launcher's replacement could not bind the port; on Linux they get SIGTERM when it dies."""
+    if os.environ.get("SWITCHYARD_WEB_DIE_WITH_PARENT") != "1":
+        return
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+_die_with_parent()
 django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
