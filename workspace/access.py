@@ -8,6 +8,12 @@ from workspace.errors import Forbidden, NotFound
 from workspace.models import Membership, Role, Workspace
 
 
+_MEMBER_SQL = (
+    f"SELECT w.*, m.role AS member_role FROM {Workspace._meta.db_table} w "
+    f"JOIN {Membership._meta.db_table} m ON m.workspace_id = w.id WHERE w.id = %s AND m.user_id = %s"
+)
+
+
 @dataclass(frozen=True)
 class Access:
     workspace: Workspace
@@ -26,16 +32,16 @@ def workspace_for(user: Any, ws_id: str, *, need: Role = Role.VIEWER) -> Access:
     """
     if user is None or not getattr(user, "is_authenticated", False) or not isinstance(ws_id, str):
         raise NotFound("workspace")
-    membership = (
-        Membership.objects.select_related("workspace").filter(workspace_id=ws_id, user_id=user.pk).first()
-    )
-    if membership is None:
+    # Every workspace request runs this: one plain statement, no ORM query to build.
+    found = list(Workspace.objects.raw(_MEMBER_SQL, [ws_id, user.pk]))
+    if not found:
         raise NotFound("workspace")
-    role = Role(membership.role)
+    workspace = found[0]
+    role = Role(workspace.member_role)
     if not role.at_least(need):
         raise Forbidden("forbidden", f"This needs the {Role(need).value} role in the workspace; you are {role.value}.",
                         required_role=Role(need).value, role=role.value)
-    return Access(workspace=membership.workspace, user=user, role=role)
+    return Access(workspace=workspace, user=user, role=role)
 
 
 def readable_workspace_ids(user: Any) -> list[str]:

@@ -41,7 +41,7 @@ from workspace.models.tasks import (
 )
 from workspace.paths import validate_path
 from workspace.services.events import event_record
-from workspace.services.workspaces import lock_workspace
+from workspace.services.workspaces import lock_workspace, locked_workspace
 
 log = logging.getLogger(__name__)
 
@@ -660,7 +660,7 @@ def task_fail(*, access: Access, task_id: str, error: str = "", retry: bool = Tr
     error = clean_text(error, "error", max_length=MAX_ERROR_CHARS, allow_empty=True)
     ws_id = access.workspace.id
     with transaction.atomic():
-        ws = lock_workspace(ws_id)
+        ws = locked_workspace(ws_id)
         task, now = _get_task(ws_id, task_id, for_update=True)
         _check_claimant(task, access.user, lease_id, now)
         _end_attempt(ws=ws, task=task, now=now, reason="failed", error=error or "failed by its claimant",
@@ -757,7 +757,7 @@ def task_expire_leases(*, limit: int = 500) -> int:
     for ws_id in due:
         with transaction.atomic():
             try:
-                ws = lock_workspace(ws_id)
+                ws = locked_workspace(ws_id)
             except Workspace.DoesNotExist:
                 continue
             now = db_now()

@@ -28,7 +28,7 @@ from workspace.models import Membership, Role
 from workspace.models.tasks import Transfer, TransferStatus
 from workspace.services.events import event_record
 from workspace.services.tasks import clean_text, db_now, iso
-from workspace.services.workspaces import lock_workspace
+from workspace.services.workspaces import lock_workspace, locked_workspace
 
 MAX_MESSAGE = 5000
 
@@ -187,7 +187,7 @@ def transfer_accept(*, user: Any, transfer_id: str, token: str | None = None) ->
         raise Gone("transfer_expired", "This offer has expired; ask the owner for a new one.", status="expired")
     ws_id = transfer.workspace_id
     with transaction.atomic():
-        ws = lock_workspace(ws_id)
+        ws = locked_workspace(ws_id)
         transfer = Transfer.objects.select_for_update().get(pk=transfer.pk)
         _refuse_unless_pending(transfer)
         now = db_now()

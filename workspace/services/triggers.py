@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -293,11 +293,16 @@ def on_event(event: dict[str, Any]) -> None:
     if kind in _NOT_TRIGGERING or kind.startswith("trigger.") or kind in _LOOPING_EVENTS:
         return
     ws_id = event.get("workspace")
-    match = Q(event_type=kind)
+    # Every committed change asks this, so it is one plain statement (no ORM query to build).
+    sql = f"SELECT 1 FROM {Trigger._meta.db_table} WHERE workspace_id = %s AND enabled AND (event_type = %s"
+    params = [ws_id, kind]
     if kind == "message.published":
-        match |= Q(topic=(event.get("data") or {}).get("topic", ""))
-    if not Trigger.objects.filter(match, workspace_id=ws_id, enabled=True).exists():
-        return
+        sql += " OR topic = %s"
+        params.append((event.get("data") or {}).get("topic", ""))
+    with connection.cursor() as cursor:
+        cursor.execute(sql + ") LIMIT 1", params)
+        if cursor.fetchone() is None:
+            return
     try:
         import django_rq
 

@@ -5,6 +5,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.transaction import TransactionManagementError
 
 from workspace.access import Access
 from workspace.errors import Forbidden, Invalid, NotFound
@@ -20,12 +21,28 @@ def _require_admin(access: Access) -> None:
         raise Forbidden("forbidden", "This needs the admin role in the workspace.", required_role="admin")
 
 
-def lock_workspace(workspace_id: str) -> Workspace:
+def lock_workspace(workspace_id: str) -> None:
     """Take the workspace row lock first in every mutating transaction.
 
     One lock order for every writer (workspace row, then anything inside it) is what keeps
-    PostgreSQL free of deadlocks; on SQLite the immediate transaction already serialises.
+    PostgreSQL free of deadlocks. On SQLite the transaction's BEGIN IMMEDIATE already holds the
+    database's single write lock, so there is nothing more to take. Every write request runs
+    this, hence plain SQL rather than an ORM query. Raises Workspace.DoesNotExist on PostgreSQL
+    when there is no such row.
     """
+    conn = transaction.get_connection()
+    if not conn.in_atomic_block:
+        raise TransactionManagementError("lock_workspace() must run inside transaction.atomic()")
+    if conn.vendor == "sqlite":
+        return
+    with conn.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {Workspace._meta.db_table} WHERE id = %s FOR UPDATE", [workspace_id])
+        if cursor.fetchone() is None:
+            raise Workspace.DoesNotExist(workspace_id)
+
+
+def locked_workspace(workspace_id: str) -> Workspace:
+    """lock_workspace(), returning the row as it is under the lock."""
     return Workspace.objects.select_for_update().get(pk=workspace_id)
 
 
@@ -44,7 +61,7 @@ def workspace_create(*, user: Any, name: str, intelligence: bool = True) -> Work
 def workspace_update(*, access: Access, name: str | None = None, intelligence: bool | None = None) -> Workspace:
     _require_admin(access)
     with transaction.atomic():
-        ws = lock_workspace(access.workspace.id)
+        ws = locked_workspace(access.workspace.id)
         changes: dict[str, Any] = {}
         if name is not None:
             name = name.strip()
