@@ -7,7 +7,6 @@ from typing import Any
 from workspace.errors import Forbidden, NotFound
 from workspace.models import Membership, Role, Workspace
 
-
 _MEMBER_SQL = (
     f"SELECT w.*, m.role AS member_role FROM {Workspace._meta.db_table} w "
     f"JOIN {Membership._meta.db_table} m ON m.workspace_id = w.id WHERE w.id = %s AND m.user_id = %s"

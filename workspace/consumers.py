@@ -1,13 +1,15 @@
-"""Live event stream: `/ws/workspaces/{ws}/events/?after=<seq>`.
+"""Live streams over WebSocket: workspace events and topic messages.
 
-Replays from the database first, then continues live from the channel layer. The channel layer
-may drop messages under load, so a gap in `seq` is refilled from the database: a client misses
-nothing and sees nothing twice. Access is checked on connect and again before each send.
+`/ws/workspaces/{ws}/events/?after=<seq>` and `/ws/workspaces/{ws}/topics/{topic}/?after=<offset>`
+both replay their log from the database first, then continue live from the channel layer. The
+channel layer may drop messages under load; positions are gap-free, so a jump means something
+was dropped and the gap is refilled from the database: a client misses nothing and sees nothing
+twice. Access is checked on connect and again while streaming.
 """
 from __future__ import annotations
 
 import json
-import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -16,11 +18,11 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from workspace.errors import ServiceError
 
-log = logging.getLogger(__name__)
 REPLAY_PAGE = 500
 
 
 def _after(scope: dict[str, Any]) -> int:
+    """The `after` position of the query string; -1 when it is not a number (the connection is refused)."""
     values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("after", ["0"])
     try:
         return max(0, int(values[0]))
@@ -28,39 +30,40 @@ def _after(scope: dict[str, Any]) -> int:
         return -1
 
 
-@database_sync_to_async
-def _can_read(user: Any, ws_id: str, token: str | None) -> bool:
-    from agents.authentication import user_for_token
-    from workspace.access import workspace_for
+class ReplayConsumer(AsyncWebsocketConsumer):
+    """Replay-then-live over one ordered, gap-free log. A subclass names the position field, the
+    channel-layer group, the access check and the database read."""
 
-    if token is not None and user_for_token(token) is None:
-        return False
-    try:
-        workspace_for(user, ws_id)
-    except ServiceError:
-        return False
-    return True
+    position = "seq"
+    # Re-check access before sending when the last check is older than this (0: before every item).
+    recheck_seconds = 0.0
 
+    def bind(self, kwargs: dict[str, str]) -> None:
+        """Read the route's extra arguments."""
 
-@database_sync_to_async
-def _events_after(ws_id: str, after: int) -> list[dict[str, Any]]:
-    from workspace.api.events import events_after
+    def group_name(self) -> str:
+        raise NotImplementedError
 
-    return events_after(workspace_id=ws_id, after=after, limit=REPLAY_PAGE)
+    def check(self) -> None:
+        """Raise a ServiceError unless the caller may read this stream (runs in a thread)."""
+        raise NotImplementedError
 
+    def read_after(self, after: int) -> list[dict[str, Any]]:
+        """Up to REPLAY_PAGE items after `after`, in order (runs in a thread)."""
+        raise NotImplementedError
 
-class EventsConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
-        self.ws_id: str = self.scope["url_route"]["kwargs"]["ws"]
+        kwargs = self.scope["url_route"]["kwargs"]
+        self.ws_id: str = kwargs["ws"]
         self.user = self.scope.get("user")
         self.token = self.scope.get("auth_token")
-        self.last_seq = _after(self.scope)
-        if self.last_seq < 0 or not await _can_read(self.user, self.ws_id, self.token):
+        self.bind(kwargs)
+        self.last = _after(self.scope)
+        if self.last < 0 or not await self._allowed():
             await self.close(code=4404)
             return
-        from workspace.services.events import events_group
-
-        self.group = events_group(self.ws_id)
+        self.checked_at = time.monotonic()
+        self.group = self.group_name()
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self._refill()
@@ -72,29 +75,97 @@ class EventsConsumer(AsyncWebsocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         # The stream is one-way; a client may send "ping" to keep intermediaries from timing out.
         if text_data == "ping":
-            await self.send(text_data=json.dumps({"type": "pong", "seq": self.last_seq}))
+            await self.send(text_data=json.dumps({"type": "pong", self.position: self.last}))
+
+    async def deliver(self, item: dict[str, Any], *, complete: bool = True) -> None:
+        """A live item from the channel layer (`complete=False`: an announcement without its body)."""
+        if item[self.position] <= self.last:
+            return
+        if time.monotonic() - self.checked_at >= self.recheck_seconds:
+            if not await self._allowed():
+                await self.close(code=4403)
+                return
+            self.checked_at = time.monotonic()
+        if item[self.position] > self.last + 1 or not complete:
+            await self._refill()  # a dropped (or body-less) announcement: read the truth
+            return
+        await self._send(item)
 
     async def _refill(self) -> None:
         while True:
-            batch = await _events_after(self.ws_id, self.last_seq)
-            for event in batch:
-                await self._send_event(event)
+            batch = await database_sync_to_async(self.read_after)(self.last)
+            for item in batch:
+                await self._send(item)
             if len(batch) < REPLAY_PAGE:
                 return
 
-    async def _send_event(self, event: dict[str, Any]) -> None:
-        self.last_seq = event["seq"]
-        await self.send(text_data=json.dumps(event))
+    async def _send(self, item: dict[str, Any]) -> None:
+        self.last = item[self.position]
+        await self.send(text_data=json.dumps(item))
+
+    @database_sync_to_async
+    def _allowed(self) -> bool:
+        from agents.authentication import user_for_token
+
+        if self.token is not None and user_for_token(self.token) is None:
+            return False
+        try:
+            self.check()
+        except ServiceError:
+            return False
+        return True
+
+
+class EventsConsumer(ReplayConsumer):
+    """The workspace's event log; access is re-checked before every event."""
+
+    def group_name(self) -> str:
+        from workspace.services.events import events_group
+
+        return events_group(self.ws_id)
+
+    def check(self) -> None:
+        from workspace.access import workspace_for
+
+        workspace_for(self.user, self.ws_id)
+
+    def read_after(self, after: int) -> list[dict[str, Any]]:
+        from workspace.api.events import events_after
+
+        return events_after(workspace_id=self.ws_id, after=after, limit=REPLAY_PAGE)
 
     async def event_message(self, message: dict[str, Any]) -> None:
-        event = message["event"]
-        seq = event["seq"]
-        if seq <= self.last_seq:
-            return
-        if not await _can_read(self.user, self.ws_id, self.token):
-            await self.close(code=4403)
-            return
-        if seq > self.last_seq + 1:
-            await self._refill()  # a dropped message: fill the gap from the truth
-            return
-        await self._send_event(event)
+        await self.deliver(message["event"])
+
+
+class TopicConsumer(ReplayConsumer):
+    """One topic's messages (each text frame one message, as in `GET .../topics/{topic}/messages`).
+    Access is re-checked at most once a second: a removed member stops receiving within a second,
+    without a query per message."""
+
+    position = "offset"
+    recheck_seconds = 1.0
+
+    def bind(self, kwargs: dict[str, str]) -> None:
+        self.topic: str = kwargs["topic"]
+
+    def group_name(self) -> str:
+        from workspace.services.messages import topic_group
+
+        return topic_group(self.ws_id, self.topic)
+
+    def check(self) -> None:
+        from workspace.access import workspace_for
+        from workspace.services.messages import check_read
+
+        check_read(workspace_for(self.user, self.ws_id), self.topic)
+
+    def read_after(self, after: int) -> list[dict[str, Any]]:
+        from workspace.services.messages import messages_after
+
+        return messages_after(workspace_id=self.ws_id, topic=self.topic, after=after, limit=REPLAY_PAGE)
+
+    async def topic_message(self, event: dict[str, Any]) -> None:
+        message = event["message"]
+        if message.get("topic") == self.topic:
+            await self.deliver(message, complete="body" in message)
