@@ -211,3 +211,23 @@ def make_agent(db: Any) -> Callable[..., Account]:
         return Account(user=user, token=token_issue(user=user).secret)
 
     return make
+
+
+# -- the usual cast of an API test: an owner, their HTTP client on the live server, a workspace.
+# A module overrides any of these where it needs another name or setup.
+@pytest.fixture
+def owner(make_user: Callable[..., Account]) -> Account:
+    return make_user("olga")
+
+
+@pytest.fixture
+def api(live: LiveServer, owner: Account) -> Iterator[httpx.Client]:
+    with live.client(owner.token) as client:
+        yield client
+
+
+@pytest.fixture
+def ws(api: httpx.Client) -> str:
+    from tests.helpers import create_workspace
+
+    return create_workspace(api, "ws")

@@ -7,29 +7,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import assert_error, create_workspace, put_file
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The accounts these tests make sign in with tokens: no need for a slow password hash."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def owner(make_user):
-    return make_user("olga")
-
-
-@pytest.fixture
-def api(live, owner):
-    with live.client(owner.token) as client:
-        yield client
-
-
-@pytest.fixture
-def ws(api):
-    return create_workspace(api, "approvals")
+from tests.helpers import assert_error, put_file
 
 
 @pytest.fixture

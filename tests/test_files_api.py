@@ -8,22 +8,6 @@ import pytest
 from tests.helpers import assert_error, create_workspace, put_file, raw_request
 
 
-@pytest.fixture
-def owner(make_user):
-    return make_user("olga")
-
-
-@pytest.fixture
-def api(live, owner):
-    with live.client(owner.token) as client:
-        yield client
-
-
-@pytest.fixture
-def ws(api):
-    return create_workspace(api, "files")
-
-
 def test_write_creates_version_one_then_two(api, ws):
     """GIVEN an empty workspace WHEN a path is written twice THEN 201 v1, then 200 v2, with ETags."""
     first = put_file(api, ws, "notes/a.md", "one")

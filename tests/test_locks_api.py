@@ -10,12 +10,6 @@ import pytest
 from tests.test_locks_support import all_events, check_lock_log, make_team, parse_time, ws_url
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """These accounts sign in with tokens: no need for a slow password hash when making them."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def team(live, make_user, make_agent):
     team = make_team(live, make_user, make_agent)

@@ -26,13 +26,6 @@ from tests.test_locks_support import (
     ws_url,
 )
 
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """These accounts sign in with tokens: no need for a slow password hash when making them."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 CLIENTS = 16
 
 

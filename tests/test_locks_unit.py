@@ -15,12 +15,6 @@ from workspace.services import locks as svc
 from workspace.services.workspaces import member_set, workspace_create
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """These accounts sign in with tokens: no need for a slow password hash when making them."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def setup(make_user, make_agent):
     owner = make_user("olivia")

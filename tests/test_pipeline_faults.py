@@ -6,16 +6,10 @@ import os
 import signal
 import time
 
-import pytest
 import redis
 
 from tests.helpers import create_workspace
 from tests.test_pipeline_helpers import step, submit, task, wait_run
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def worker_running(connection: redis.Redis, job_prefix: str, timeout: float = 30.0) -> tuple[int, str]:

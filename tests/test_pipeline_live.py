@@ -16,20 +16,9 @@ from tests.helpers import create_workspace, put_file, wait_workers_idle
 from tests.test_pipeline_helpers import get_run, output, read, step, submit, task, tree, wait_run, when
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def owner(make_user):
     return make_user("petra")
-
-
-@pytest.fixture
-def api(live, owner):
-    with live.client(owner.token) as client:
-        yield client
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ import time
 import uuid
 from typing import Any
 
-import pytest
-
 from tests.helpers import create_workspace
 from tests.test_pipeline_helpers import submit, wait_run, when
 
@@ -100,11 +98,6 @@ def test_blocking_takes_wait_their_turn_across_processes(redis_server):
     assert len(waits) == 15
     assert elapsed >= 1.4
     assert sum(w > 0.01 for w in waits) >= 10
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def test_pipeline_steps_on_every_worker_share_one_bucket(live, make_user):

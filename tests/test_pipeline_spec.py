@@ -13,11 +13,6 @@ from agents.models import PipelineRun, PipelineStep
 from workspace.models.tasks import Task, TaskDependency
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def space(db, make_user):
     """A workspace with one note, its owner's API client, and the owner."""

@@ -9,17 +9,10 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.helpers import create_workspace
 
 SPAWN = multiprocessing.get_context("spawn")
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The accounts these tests make sign in with tokens: no need for a slow password hash."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def _client(url: str, token: str) -> httpx.Client:

@@ -10,29 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from tests.helpers import assert_error, create_workspace
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The accounts these tests make sign in with tokens: no need for a slow password hash."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def owner(make_user):
-    return make_user("olga")
-
-
-@pytest.fixture
-def api(live, owner):
-    with live.client(owner.token) as client:
-        yield client
-
-
-@pytest.fixture
-def ws(api):
-    return create_workspace(api, "log")
+from tests.helpers import assert_error
 
 
 def log_url(ws: str, *parts: str) -> str:
