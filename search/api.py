@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers
@@ -16,9 +15,8 @@ from workspace.access import readable_workspace_ids, workspace_for
 from workspace.api.base import ApiView
 from workspace.api.pagination import keyset_page
 from workspace.api.schema import errors, page_of
-from workspace.errors import Conflict, Invalid, Unavailable
+from workspace.errors import Invalid, Unavailable
 from workspace.models import Role, Workspace
-from workspace.paths import validate_prefix
 
 MAX_QUERY_CHARS = 2000
 
@@ -52,33 +50,16 @@ class SearchOutput(serializers.Serializer):
                                      help_text="Retrievers that were unavailable (results are keyword-only)")
 
 
-def _filters(data: dict[str, Any]) -> selectors.Filters:
-    prefix = validate_prefix(data.get("prefix") or "")
-    author_ids: tuple[int, ...] | None = None
-    if data.get("author"):
-        author_ids = tuple(get_user_model().objects.filter(username=data["author"]).values_list("pk", flat=True))
-    since, until = data.get("since"), data.get("until")
-    if since and until and since > until:
-        raise Invalid("invalid_time_range", "'since' is after 'until'.")
-    return selectors.Filters(prefix=prefix, author_ids=author_ids, task=data.get("task", ""), since=since,
-                             until=until)
-
-
 def _search(data: dict[str, Any], workspace_ids: list[str]) -> Response:
     try:
         result = selectors.search(workspace_ids=workspace_ids, query=data["query"], k=data["k"],
-                                  mode=data["mode"], filters=_filters(data))
+                                  mode=data["mode"], filters=selectors.build_filters(data))
     except vectors.VectorStoreError as exc:
         raise Unavailable("index_unavailable", "The vector index is unavailable; try mode 'keyword'.") from exc
     body: dict[str, Any] = {"results": [hit.as_dict() for hit in result.hits], "pending": result.pending}
     if result.degraded:
         body["degraded"] = result.degraded
     return Response(body)
-
-
-def _require_intelligence(workspace: Workspace) -> None:
-    if not workspace.intelligence:
-        raise Conflict("intelligence_off", "Intelligence is switched off for this workspace.")
 
 
 class WorkspaceSearchView(ApiView):
@@ -89,7 +70,7 @@ class WorkspaceSearchView(ApiView):
         workspace. One result per file, its best passage; deleted files and superseded versions
         never match."""
         access = workspace_for(request.user, ws, need=Role.VIEWER)
-        _require_intelligence(access.workspace)
+        selectors.require_intelligence(access.workspace)
         return _search(self.data(SearchInput), [access.workspace.id])
 
 
@@ -124,7 +105,7 @@ class AskView(ApiView):
         """Answer a question from the workspace's files. Citations [n] in the answer are the n-th
         entry of `citations`, each a passage of `path@version`."""
         access = workspace_for(request.user, ws, need=Role.VIEWER)
-        _require_intelligence(access.workspace)
+        selectors.require_intelligence(access.workspace)
         data = self.data(self.InputSerializer)
         answer = answers.ask(workspace_ids=[access.workspace.id], question=data["question"])
         return Response({"answer": answer.text, "citations": answer.citations, "pending": answer.pending})

@@ -100,6 +100,31 @@ class Filters:
                 and (self.until is None or created_at <= self.until))
 
 
+def build_filters(data: dict[str, Any]) -> Filters:
+    """Filters from a request's fields (`prefix`, `author`, `task`, `since`, `until`), checked."""
+    from django.contrib.auth import get_user_model
+
+    from workspace.errors import Invalid
+    from workspace.paths import validate_prefix
+
+    prefix = validate_prefix(data.get("prefix") or "")
+    author_ids: tuple[int, ...] | None = None
+    if data.get("author"):
+        author_ids = tuple(get_user_model().objects.filter(username=data["author"]).values_list("pk", flat=True))
+    since, until = data.get("since"), data.get("until")
+    if since and until and since > until:
+        raise Invalid("invalid_time_range", "'since' is after 'until'.")
+    return Filters(prefix=prefix, author_ids=author_ids, task=data.get("task", ""), since=since, until=until)
+
+
+def require_intelligence(workspace: Any) -> None:
+    """Search and ask in one workspace need its intelligence mode on (409 otherwise)."""
+    from workspace.errors import Conflict
+
+    if not workspace.intelligence:
+        raise Conflict("intelligence_off", "Intelligence is switched off for this workspace.")
+
+
 @dataclass
 class Passage:
     """What a search needs of a chunk row (plain values: model instances cost more than the query)."""

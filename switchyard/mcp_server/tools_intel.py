@@ -40,18 +40,18 @@ async def search(
 
     def run(user: Any) -> dict[str, Any]:
         from search import selectors, vectors
-        from search.api import _filters, _require_intelligence
+        from search.selectors import build_filters, require_intelligence
 
         if not query.strip():
             raise Invalid("invalid_query", "The query must not be blank.")
         if workspace is not None:
             access = workspace_for(user, workspace, need=Role.VIEWER)
-            _require_intelligence(access.workspace)
+            require_intelligence(access.workspace)
             workspace_ids = [access.workspace.id]
         else:
             workspace_ids = list(Workspace.objects.filter(pk__in=readable_workspace_ids(user), intelligence=True)
                                  .values_list("pk", flat=True))
-        filters = _filters({"prefix": prefix, **({"author": author} if author else {})})
+        filters = build_filters({"prefix": prefix, **({"author": author} if author else {})})
         try:
             found = selectors.search(workspace_ids=workspace_ids, query=query, k=k, mode=mode, filters=filters)
         except vectors.VectorStoreError as exc:
@@ -77,12 +77,12 @@ async def ask(
 
     def run(user: Any) -> dict[str, Any]:
         from search import answers
-        from search.api import _require_intelligence
+        from search.selectors import require_intelligence
 
         if not question.strip():
             raise Invalid("invalid_question", "The question must not be blank.")
         access = workspace_for(user, workspace, need=Role.VIEWER)
-        _require_intelligence(access.workspace)
+        require_intelligence(access.workspace)
         answer = answers.ask(workspace_ids=[access.workspace.id], question=question)
         return {"answer": answer.text, "citations": answer.citations, "pending": answer.pending}
 
