@@ -45,10 +45,11 @@ def on_event(event: dict[str, Any]) -> None:
 
 
 def requeue_sweep() -> int:
-    """The periodic sweep: requeue files whose indexing job was lost (at most every few seconds)."""
+    """The periodic sweep: requeue files whose indexing job was lost, and files that failed only
+    because Chroma was down once it is back (at most every few seconds)."""
     global _next_sweep
     now = time.monotonic()
     if now < _next_sweep:
         return 0
     _next_sweep = now + SWEEP_EVERY
-    return services.index_requeue_stuck()
+    return services.index_requeue_stuck() + services.index_retry_unavailable()

@@ -40,6 +40,9 @@ RETRY_INTERVALS = [2, 10, 30]
 JOB_TIMEOUT = 600
 STUCK_AFTER = timedelta(seconds=30)
 MAX_REQUEUES = 5
+# How the reason of a failure to reach Chroma starts (search/jobs.py names the exception): such a
+# file is indexed again once Chroma answers (index_retry_unavailable), not left in `error`.
+UNAVAILABLE_REASON = f"{vectors.VectorStoreError.__name__}: "
 Status = IndexState.Status
 
 
@@ -354,6 +357,28 @@ def index_requeue_stuck(*, now: datetime | None = None, limit: int = 200) -> int
             continue
         job_id = uuid.uuid4().hex
         if current.update(job_id=job_id, queued_at=now, requeues=F("requeues") + 1, updated_at=now):
+            row.job_id = job_id
+            index_enqueue(row)
+            handled += 1
+    return handled
+
+
+def index_retry_unavailable(*, limit: int = 200) -> int:
+    """Enqueue again every file in `error` only because Chroma was unreachable (an outage or a
+    restart longer than RQ's retries), once Chroma answers again. A file gets MAX_REQUEUES such
+    rounds; if it still fails, its error stands until `manage.py reindex`."""
+    rows = list(IndexState.objects.filter(status=Status.ERROR, reason__startswith=UNAVAILABLE_REASON,
+                                          requeues__lt=MAX_REQUEUES).order_by("updated_at")[:limit])
+    if not rows or not vectors.reachable():
+        return 0
+    now = timezone.now()
+    handled = 0
+    for row in rows:
+        job_id = uuid.uuid4().hex
+        # Conditional: a write since (index_mark_pending) or another sweeper got there first.
+        if IndexState.objects.filter(pk=row.pk, status=Status.ERROR, updated_at=row.updated_at).update(
+                status=Status.PENDING, job_id=job_id, queued_at=now, updated_at=now, attempts=0,
+                requeues=F("requeues") + 1):
             row.job_id = job_id
             index_enqueue(row)
             handled += 1

@@ -113,6 +113,15 @@ def _call(workspace_id: str, operation: str, *, create: bool, **kwargs: Any) -> 
     return None
 
 
+def reachable() -> bool:
+    """Whether the Chroma server answers its heartbeat."""
+    try:
+        client().heartbeat()
+    except (VectorStoreError, ValueError, *_errors()):
+        return False
+    return True
+
+
 def ensure(*, workspace_id: str) -> None:
     """Create the workspace's collection if needed; raises VectorStoreError if Chroma is down."""
     _collection(workspace_id, create=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.db import transaction
 
@@ -30,6 +31,13 @@ JOBS_KEY_TTL = 7 * 24 * 3600
 # A started job claims its task within milliseconds; one that started longer ago than this while
 # its task is still queued has died (or exited without claiming).
 STARTED_GRACE = timedelta(seconds=10)
+# A worker listening on several queues pops a job (BLPOP: RQ keeps no intermediate list then) and
+# marks it started a moment later; one killed in between leaves the job `queued` in no queue at
+# all. A `queued` job older than this is live only if it is really in the queue.
+POPPED_GRACE = timedelta(seconds=2)
+# Above this many waiting jobs the sweep does not read the whole queue to check that; a job lost
+# that way is found once the backlog is shorter.
+MAX_QUEUE_SCAN = 20_000
 # Margin over a step's own limits (stagger, timeout, a lock wait) before RQ kills the job itself.
 JOB_TIMEOUT_MARGIN = 120
 
@@ -103,8 +111,9 @@ def enqueue_job(func: object, *args: object, job_id: str | None = None, at_front
 
 def live_jobs(run_id: str, attempts: dict[str, int]) -> set[str]:
     """The tasks (of `attempts`: task id -> its current attempts) whose latest job is still alive:
-    queued or scheduled, or started moments ago (its stagger included) for the current attempt. A
-    started job of an earlier attempt is over, even if RQ has not noticed its worker died."""
+    waiting in the queue or scheduled, or started moments ago (its stagger included) for the current
+    attempt. A started job of an earlier attempt is over, even if RQ has not noticed its worker died;
+    so is a `queued` job that is in no queue (its worker died between popping and starting it)."""
     from rq.job import Job, JobStatus
 
     if not attempts:
@@ -122,17 +131,38 @@ def live_jobs(run_id: str, attempts: dict[str, int]) -> set[str]:
     found = Job.fetch_many([job_id for _, job_id, _, _ in sent], connection=connection)
     now = datetime.now(UTC)
     live = set()
-    for (task_id, _, sent_attempts, stagger_ms), job in zip(sent, found, strict=True):
+    queued: dict[str, str] = {}  # task id -> its job's id, for jobs `queued` longer than POPPED_GRACE
+    for (task_id, job_id, sent_attempts, stagger_ms), job in zip(sent, found, strict=True):
         if job is None:
             continue
         status = job.get_status(refresh=False)
-        if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+        if status == JobStatus.QUEUED:
+            if job.enqueued_at is None or now - _aware(job.enqueued_at) < POPPED_GRACE:
+                live.add(task_id)
+            else:
+                queued[task_id] = job_id
+        elif status in (JobStatus.SCHEDULED, JobStatus.DEFERRED):
             live.add(task_id)
         elif status == JobStatus.STARTED and job.started_at is not None and sent_attempts == attempts[task_id]:
-            started = job.started_at if job.started_at.tzinfo else job.started_at.replace(tzinfo=UTC)
-            if now - started < STARTED_GRACE + timedelta(milliseconds=stagger_ms):
+            if now - _aware(job.started_at) < STARTED_GRACE + timedelta(milliseconds=stagger_ms):
                 live.add(task_id)
+    if queued:
+        live |= _in_queue(connection, queued)
     return live
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _in_queue(connection: Any, queued: dict[str, str]) -> set[str]:
+    """The tasks (of `queued`: task id -> job id) whose job is still waiting in the queue. A job
+    popped since it was fetched counts as lost: the duplicate job that the sweep sends is harmless."""
+    key = _queue().key
+    if connection.llen(key) > MAX_QUEUE_SCAN:
+        return set(queued)
+    waiting = {v.decode() if isinstance(v, bytes) else v for v in connection.lrange(key, 0, -1)}
+    return {task_id for task_id, job_id in queued.items() if job_id in waiting}
 
 
 def already_sent(run_id: str, task_id: str, attempts: int) -> bool:

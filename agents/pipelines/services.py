@@ -236,7 +236,9 @@ def on_task_event(event: dict[str, Any]) -> None:
         not_before = step.task.not_before
         soon = not_before is None or (not_before - timezone.now()).total_seconds() <= _DISPATCH_AHEAD_SECONDS
         if soon and (step.role != "judge" or competition.gate_open(step)):
-            dispatch.enqueue([_dispatch_of(step, step.task.attempts)], at_front=step.role == "judge")
+            # A requeued step has waited its turn once already: it goes to the front of the queue.
+            dispatch.enqueue([_dispatch_of(step, step.task.attempts)],
+                             at_front=step.role == "judge" or kind == "task.requeued")
         return
     if kind == "task.completed" and step.task.status != TaskStatus.DONE:
         return  # waiting on its approval
@@ -296,7 +298,9 @@ def _dispatch_orphans() -> int:
         orphans = [s for s in steps if s.task_id not in live]
         if orphans:
             log.info("pipeline %s: enqueueing %d step(s) with no live job", run_id, len(orphans))
-            dispatch.enqueue([_dispatch_of(s, s.task.attempts) for s in orphans])
+            # At the front: these waited their turn once already (a retry, or a job a dead worker
+            # took with it), and behind a long backlog an orphan would restart minutes late.
+            dispatch.enqueue([_dispatch_of(s, s.task.attempts) for s in orphans], at_front=True)
             handled += len(orphans)
     return handled
 
