@@ -57,10 +57,16 @@ class Child:
     started_at: float = 0.0
     log_path: Path | None = None
     extra: dict[str, object] = field(default_factory=dict)
+    starts: int = 0
 
     def start(self) -> None:
+        self.starts += 1
+        # "{start}" in an argument becomes this start's number: a restarted RQ worker needs a new
+        # name, since a SIGKILLed one leaves its registration in Redis (with no death recorded) for
+        # minutes, and RQ refuses to start a second worker of that name meanwhile.
+        argv = [arg.replace("{start}", str(self.starts)) for arg in self.argv]
         out = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 - lives with the child
-        self.proc = subprocess.Popen(self.argv, env=self.env, cwd=ROOT, preexec_fn=_die_with_parent,
+        self.proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, preexec_fn=_die_with_parent,
                                      stdout=out or None, stderr=subprocess.STDOUT if out else None)
         self.started_at = time.monotonic()
 
@@ -165,7 +171,7 @@ class Launcher:
         for i in range(self.args.workers):
             self.spawn(f"worker-{i + 1}", [py, "manage.py", "rqworker", "pipeline", "index", "default",
                                            "--worker-class", "rq.worker.SimpleWorker", "--with-scheduler",
-                                           "--name", f"{socket.gethostname()}-{os.getpid()}-w{i + 1}"])
+                                           "--name", f"{socket.gethostname()}-{os.getpid()}-w{i + 1}-{{start}}"])
         self.spawn("web", [py, "-m", "uvicorn", "switchyard.asgi:application", "--host", self.args.host,
                            "--port", str(self.args.port), "--workers", str(self.args.web_workers),
                            "--no-access-log", "--timeout-graceful-shutdown", "5", "--log-level", "warning"])
@@ -185,8 +191,11 @@ class Launcher:
             if not child.restart:
                 log(f"{child.name} exited with {code}")
                 continue
-            # Back off if it keeps dying right after start; reset after a minute of health.
-            child.restarts = child.restarts + 1 if now - child.started_at < 60 else 1
+            # Back off if it keeps dying right after start; reset after a minute of health. A child
+            # SIGKILLed from outside (an operator, the OOM killer) is not crash-looping: it comes
+            # back after the base delay however often that happens.
+            killed = code == -signal.SIGKILL
+            child.restarts = child.restarts + 1 if now - child.started_at < 60 and not killed else 1
             delay = min(30.0, 0.5 * 2 ** min(child.restarts - 1, 6))
             child.next_start = now + delay
             log(f"{child.name} exited with {code}; restarting in {delay:.1f}s (see {child.log_path})")
