@@ -82,6 +82,7 @@ class Launcher:
         self.env.setdefault("HF_HUB_OFFLINE", "1")
         self.env.setdefault("TOKENIZERS_PARALLELISM", "false")
         self.env["PYTHONUNBUFFERED"] = "1"
+        self.env["SWITCHYARD_WEB_DIE_WITH_PARENT"] = "1"  # see switchyard/asgi.py
         self.logs = self.data_dir / "logs"
 
     # -- set-up -------------------------------------------------------------------------
