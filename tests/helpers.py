@@ -93,3 +93,13 @@ def _alive(pid: int | None) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def redis_url_with_db(url: str, db: int) -> str:
+    """`url` pointing at Redis database `db` (django_rq ignores a "DB" setting when the URL names one)."""
+    from urllib.parse import parse_qsl, urlencode, urlparse, urlunparse
+
+    parts = urlparse(url)
+    if parts.scheme == "unix":
+        return f"unix://{parts.path}?{urlencode({**dict(parse_qsl(parts.query)), 'db': str(db)})}"
+    return urlunparse(parts._replace(path=f"/{db}"))

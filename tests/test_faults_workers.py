@@ -24,7 +24,7 @@ import pytest
 import redis
 
 from tests.conftest import _wait, start_launcher, stop_launcher
-from tests.helpers import create_workspace
+from tests.helpers import create_workspace, redis_url_with_db
 from tests.test_pipeline_helpers import get_run, submit, when
 
 CHAINS = 500          # two steps each: 1,000 steps
@@ -212,8 +212,9 @@ def pipeline_queue(settings: Any, redis_server: str) -> Any:
     import django_rq
 
     shared = django_rq.get_queue("pipeline").connection.connection_pool.connection_kwargs.get("db", 0)
-    settings.RQ_QUEUES = {**settings.RQ_QUEUES,
-                          "pipeline": {**settings.RQ_QUEUES["pipeline"], "DB": 13 if shared != 13 else 12}}
+    # The database goes in the URL: with a URL that names one (redis://host/9), django_rq ignores "DB".
+    url = redis_url_with_db(settings.RQ_QUEUES["pipeline"]["URL"], 13 if shared != 13 else 12)
+    settings.RQ_QUEUES = {**settings.RQ_QUEUES, "pipeline": {**settings.RQ_QUEUES["pipeline"], "URL": url}}
     queue = django_rq.get_queue("pipeline")
     queue.empty()
     yield queue

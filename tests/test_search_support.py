@@ -12,13 +12,16 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import redis_url_with_db
+
+
 @pytest.fixture
 def index_queue(settings: Any, redis_server: str) -> Iterator[Any]:
     import django_rq
 
     shared = django_rq.get_queue("index").connection.connection_pool.connection_kwargs.get("db", 0)
-    settings.RQ_QUEUES = {**settings.RQ_QUEUES,
-                          "index": {**settings.RQ_QUEUES["index"], "DB": 15 if shared != 15 else 14}}
+    url = redis_url_with_db(settings.RQ_QUEUES["index"]["URL"], 15 if shared != 15 else 14)
+    settings.RQ_QUEUES = {**settings.RQ_QUEUES, "index": {**settings.RQ_QUEUES["index"], "URL": url}}
     # The test transaction never commits; enqueue as production does outside a transaction.
     settings.RQ = {**settings.RQ, "COMMIT_MODE": "auto"}
     queue = django_rq.get_queue("index")
