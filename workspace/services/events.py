@@ -6,7 +6,11 @@ the channel layer (browsers, WebSocket clients) and to the listeners in `workspa
 """
 from __future__ import annotations
 
+import atexit
 import logging
+import os
+import queue
+import threading
 from typing import Any
 
 from django.db import connection, transaction
@@ -101,8 +105,9 @@ def publish_to_channel_layer(group: str, message: dict[str, Any]) -> None:
     """Best effort: the database is the truth, and a live client refills gaps from it.
 
     With the Redis pub/sub layer a group message is a single PUBLISH of the layer's own
-    serialisation, so we send it with this process's synchronous Redis client: no event loop per
-    call (RQ workers and the sweeper have none) and no new connection per event.
+    serialisation, sent by this process's publisher thread with its synchronous Redis client: no
+    event loop per call (RQ workers and the sweeper have none), no new connection per event, and
+    no Redis round trip on the request that made the change.
     """
     from channels.layers import get_channel_layer
 
@@ -111,15 +116,84 @@ def publish_to_channel_layer(group: str, message: dict[str, Any]) -> None:
         if layer is None:
             return
         if _is_pubsub_layer(layer):
-            from workspace.redis import get_redis
-
-            get_redis().publish(_group_channel(layer, group), layer.serialize(message))
+            _publisher.send(_group_channel(layer, group), layer.serialize(message))
             return
         from asgiref.sync import async_to_sync
 
         async_to_sync(layer.group_send)(group, message)
     except Exception as exc:  # a down Redis must never fail the write that already committed
         log.warning("could not publish to %s: %s", group, exc)
+
+
+class _Publisher:
+    """PUBLISHes from one daemon thread per process, in the order they were sent, pipelined when
+    several are waiting. The write that caused an event has committed; its announcement is best
+    effort, so it need not hold up the response. Whatever is still queued when the process exits
+    normally is flushed first (atexit)."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[str, bytes] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._done = threading.Condition()
+        self._pending = 0
+
+    def send(self, channel: str, data: bytes) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            self._start()
+        with self._done:
+            self._pending += 1
+        self._queue.put((channel, data))
+
+    def flush(self, timeout: float = 2.0) -> bool:
+        """Wait until everything sent so far has gone out (or `timeout`); True if it has."""
+        if self._thread is None or not self._thread.is_alive():
+            return self._queue.empty()
+        with self._done:
+            return self._done.wait_for(lambda: self._pending == 0, timeout)
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid() and self._thread.is_alive():
+                return
+            if self._pid != os.getpid():  # a forked child starts with a queue of its own
+                self._queue = queue.SimpleQueue()
+                self._pending = 0
+            self._pid = os.getpid()
+            self._thread = threading.Thread(target=self._run, name="switchyard-publisher", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        from workspace.redis import get_redis
+
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < 200:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                pipe = get_redis().pipeline(transaction=False)
+                for item in batch:
+                    if item is not None:
+                        pipe.publish(*item)
+                pipe.execute()
+            except Exception as exc:  # a down Redis must never fail anything: clients refill gaps
+                log.warning("could not publish %d announcement(s): %s", len(batch), exc)
+            with self._done:
+                self._pending -= len(batch)
+                self._done.notify_all()
+
+
+_publisher = _Publisher()
+atexit.register(_publisher.flush)
+
+
+def flush_announcements(timeout: float = 2.0) -> bool:
+    """Wait until this process's queued announcements have been published."""
+    return _publisher.flush(timeout)
 
 
 def _is_pubsub_layer(layer: Any) -> bool:
