@@ -161,16 +161,34 @@ def stop_launcher(server: LiveServer) -> None:
             pass
 
 
+_session_servers: list[LiveServer] = []
+
+
 @pytest.fixture(scope="session")
 def live_server_process(django_db_setup: Any, django_db_blocker: Any, redis_server: str) -> Iterator[LiveServer]:
     server = start_launcher()
+    _session_servers.append(server)
     yield server
     stop_launcher(server)
 
 
 @pytest.fixture
 def live(live_server_process: LiveServer, transactional_db: Any) -> LiveServer:
-    return live_server_process
+    server = live_server_process
+    if server.proc.poll() is not None:  # stopped for a test that needed the database to itself
+        fresh = start_launcher()
+        server.url, server.proc, server.env = fresh.url, fresh.proc, fresh.env
+    return server
+
+
+@pytest.fixture
+def database_to_itself() -> None:
+    """Stop the session's live server, if one is running: its sweeper and workers share the test
+    database and would act on this test's rows (requeue its steps, index its files with another
+    Chroma). The next test that asks for `live` starts it again."""
+    for server in _session_servers:
+        if server.proc.poll() is None:
+            stop_launcher(server)
 
 
 @dataclass

@@ -84,7 +84,8 @@ def _all_indexed(api: httpx.Client, ws: str, heads: dict[str, int]) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_indexing_resumes_after_a_chroma_restart_and_nothing_stays_pending(transactional_db, make_user, tmp_path):
+def test_indexing_resumes_after_a_chroma_restart_and_nothing_stays_pending(
+        database_to_itself, transactional_db, make_user, tmp_path):
     """GIVEN a live server with intelligence on and 6 files indexed WHEN its Chroma server is SIGKILLed,
     6 new files and 2 new versions are written while it is down (every write 2xx, never a 500; the
     files wait as pending or failed-with-retry) and it stays down past RQ's last retry, then restarts

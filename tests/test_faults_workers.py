@@ -91,7 +91,8 @@ def _events(api: httpx.Client, ws: str, types: str) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_sigkilled_workers_lose_no_step_and_run_none_twice(transactional_db, make_user, tmp_path):
+def test_sigkilled_workers_lose_no_step_and_run_none_twice(
+        database_to_itself, transactional_db, make_user, tmp_path):
     """GIVEN a 1,000-step pipeline (500 two-step chains of 0.3 s steps, 3 s leases) on 4 RQ workers
     WHEN workers are SIGKILLed at random moments while running a step, until about 10% of the steps
     have been hit (the launcher restarts them) THEN the run succeeds, every step completed exactly once
