@@ -130,7 +130,8 @@ if DATABASE_URL:
 else:
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.sqlite3",
+            # Django's SQLite backend with a fair queue of writers (switchyard/db/sqlite3/base.py).
+            "ENGINE": "switchyard.db.sqlite3",
             "NAME": str(env_path("SWITCHYARD_SQLITE_PATH", DATA_DIR / "db.sqlite3")),
             "OPTIONS": {
                 # Immediate transactions serialise writers up front, so a read-then-write inside
