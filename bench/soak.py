@@ -3,7 +3,8 @@
 Each agent (a thread with its own agent account, token and HTTP connection) loops:
 create a task -> claim one -> lock its own file -> write it with the fencing token -> release ->
 append to the worklog -> complete the task -> search -> increment a shared counter file with
-If-Match (retrying on 412). At the end:
+If-Match (retrying on 412 from the current content in its body, with jittered back-off, as the
+Python client's `ws.update` does). At the end:
 - no lost update: the counter file's value equals the number of acknowledged increments;
 - no double claim: in the event log each task has at most one `task.claimed`, and no task id was
   handed to two agents;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import os
+import random
 import sys
 import threading
 import time
@@ -115,13 +117,16 @@ class Agent(threading.Thread):
         self.increment()
 
     def increment(self) -> None:
-        for _ in range(50):
-            current = self.call("counter.read", "GET", f"/files/{COUNTER}", (200,))
-            if current is None:
-                return
-            value = int(current.content)
+        """What `switchyard.client`'s `ws.update` does: read once, write with If-Match, and on 412
+        retry from the current version and content in the error body (no extra read), spreading
+        the writers out with a jittered back-off after the second conflict."""
+        current = self.call("counter.read", "GET", f"/files/{COUNTER}", (200,))
+        if current is None:
+            return
+        value, etag = int(current.content), current.headers["ETag"]
+        for attempt in range(1, 51):
             put = self.call("counter.write", "PUT", f"/files/{COUNTER}", (200, 201, 412),
-                            content=str(value + 1).encode(), headers={"If-Match": current.headers["ETag"]})
+                            content=str(value + 1).encode(), headers={"If-Match": etag})
             if put is None:
                 return
             if put.status_code != 412:
@@ -130,6 +135,10 @@ class Agent(threading.Thread):
                 return
             with self.stats.lock:
                 self.stats.conflicts += 1
+            server = put.json()["error"]["current"]
+            value, etag = int(server["content"]), f'"{server["version"]}"'
+            if attempt > 2:
+                time.sleep(random.uniform(0, min(0.5, 0.01 * 2 ** min(attempt, 10))))
 
 
 def _code(response: httpx.Response) -> str:
