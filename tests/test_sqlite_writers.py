@@ -146,6 +146,30 @@ def test_another_process_in_a_write_transaction_holds_back_writers_here_until_it
     queue.release()
 
 
+GIVE_UP = """
+import sys
+from django.db import OperationalError
+from switchyard.db.sqlite3.base import writer_queue
+try:
+    writer_queue(sys.argv[1]).acquire(0.2)
+except OperationalError:
+    print("refused", flush=True)
+"""
+
+
+def test_a_process_whose_wait_timed_out_can_exit_while_the_other_still_holds(tmp_path, holder_of):
+    """GIVEN another process inside a write transaction WHEN a third process's wait times out and it
+    exits THEN it exits at once (its abandoned flock call does not keep it alive), and the holder
+    is unaffected."""
+    database = str(tmp_path / "db.sqlite3")
+    holder = Holder(database)
+    holder_of.append(holder)
+    quitter = subprocess.run([sys.executable, "-c", GIVE_UP, database], capture_output=True, text=True,
+                             timeout=20, cwd=Path(__file__).resolve().parent.parent)
+    assert quitter.returncode == 0 and quitter.stdout.strip() == "refused", quitter.stderr
+    holder.release()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_write_that_waits_past_the_timeout_is_503_database_busy_and_changes_nothing(make_user, holder_of):
     """GIVEN a workspace and another process holding the database's write transaction WHEN a file is

@@ -25,9 +25,10 @@ from __future__ import annotations
 import collections
 import fcntl
 import os
+import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.db.backends.sqlite3 import base
@@ -95,11 +96,21 @@ class WriterQueue:
     """One per database file and process: the process-local fair lock, then the cross-process flock."""
 
     def __init__(self, path: str) -> None:
-        self.pid = os.getpid()
         self._local = _FairLock()
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        # The blocking flock runs here, so that a waiter can time out while the call goes on.
-        self._locker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        # The blocking flock calls run one after another on a daemon thread, so that a waiter can
+        # time out while its call goes on, and a process can exit while one is still blocked.
+        self._requests: queue.SimpleQueue[Future[None]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="sqlite-writer", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            if request.set_running_or_notify_cancel():
+                request.set_result(None)
+            else:  # its waiter gave up: nobody is there to use the lock
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def acquire(self, timeout: float) -> None:
         if not self._local.acquire(timeout):
@@ -116,13 +127,14 @@ class WriterQueue:
             return
         except BlockingIOError:
             pass
-        pending: Future[None] = self._locker.submit(fcntl.flock, self._fd, fcntl.LOCK_EX)
+        request: Future[None] = Future()
+        self._requests.put(request)
         try:
-            pending.result(timeout)
+            request.result(timeout)
         except FutureTimeout:
-            # Whenever the call does get the lock, nobody is there to use it: give it back.
-            pending.add_done_callback(lambda _: fcntl.flock(self._fd, fcntl.LOCK_UN))
-            raise OperationalError("database is locked (waited for another process's write)") from None
+            if request.cancel():
+                raise OperationalError("database is locked (waited for another process's write)") from None
+            request.result()  # granted just as the wait ended: the lock is ours
 
     def release(self) -> None:
         try:
