@@ -246,3 +246,29 @@ def test_a_trigger_whose_creator_lost_access_is_disabled_instead_of_firing(db, m
     trigger_set(access=as_owner, name="t", on={"topic": "jobs"}, create_task={"title": "Job"})
     assert triggers_sweep() == 1
     assert Task.objects.get(workspace=ws).payload["trigger"]["message"]["body"] == {"n": 1}
+
+
+def test_the_after_commit_fast_path_sees_a_trigger_set_here_at_once_and_one_set_elsewhere_within_its_ttl(
+        db, make_user, monkeypatch, django_capture_on_commit_callbacks):
+    """GIVEN a workspace whose trigger index this process has read (no triggers) WHEN a trigger is set
+    through this process THEN the fast path knows it at once (its own trigger.set event drops the
+    cached entry); WHEN another process adds one (a row this process never announced) THEN it is
+    known once the entry's time to live has passed, not before (the sweep fires it meanwhile)."""
+    from workspace.access import workspace_for
+    from workspace.models import Trigger
+    from workspace.services import triggers
+    from workspace.services.workspaces import workspace_create
+
+    monkeypatch.setattr(triggers, "_WATCHED_TTL", 0.3)
+    owner = make_user()
+    ws = workspace_create(user=owner.user, name="watched", intelligence=False)
+    assert triggers._watched(ws.id) == (frozenset(), frozenset())
+    with django_capture_on_commit_callbacks(execute=True):
+        triggers.trigger_set(access=workspace_for(owner.user, ws.id), name="t", on={"event": "file.written"},
+                             create_task={"title": "Review"})
+    assert triggers._watched(ws.id) == (frozenset({"file.written"}), frozenset())
+    Trigger.objects.create(workspace=ws, name="elsewhere", topic="jobs", created_by=owner.user,
+                           create_task={"title": "Job"})
+    assert triggers._watched(ws.id) == (frozenset({"file.written"}), frozenset())
+    time.sleep(0.35)
+    assert triggers._watched(ws.id) == (frozenset({"file.written"}), frozenset({"jobs"}))

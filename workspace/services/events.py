@@ -28,30 +28,38 @@ def next_counter(*, workspace_id: str, column: str) -> int:
     Must run inside the caller's transaction; the row lock this takes serialises the
     workspace's writers until commit, which is what keeps sequences gap-free and ordered.
     """
-    assert column in {"event_seq", "lock_seq"}
+    return next_counters(workspace_id=workspace_id, columns=(column,))[0]
+
+
+def next_counters(*, workspace_id: str, columns: tuple[str, ...]) -> tuple[int, ...]:
+    """Advance several workspace counters in one statement (a lock grant takes a fencing token and
+    the sequence number of its event together); the new values, in the order asked."""
+    assert columns and set(columns) <= {"event_seq", "lock_seq"}
     assert transaction.get_connection().in_atomic_block, "counters advance inside a transaction"
     table = connection.ops.quote_name("workspace_workspace")
+    assignments = ", ".join(f"{column} = {column} + 1" for column in columns)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {column} = {column} + 1 WHERE id = %s RETURNING {column}",  # noqa: S608
+            f"UPDATE {table} SET {assignments} WHERE id = %s RETURNING {', '.join(columns)}",  # noqa: S608
             [workspace_id],
         )
         row = cursor.fetchone()
     if row is None:
         raise LookupError(workspace_id)
-    return int(row[0])
+    return tuple(int(value) for value in row)
 
 
 def event_record(*, workspace_id: str, type: str, actor: Any = None, target: str = "",
-                 data: dict[str, Any] | None = None) -> Event:
+                 data: dict[str, Any] | None = None, seq: int | None = None) -> Event:
     """Record an event in the current transaction and publish it once that commits.
 
     Every change runs this, so the row goes in with one plain INSERT (the fields' own database
-    preparation, no ORM query to build)."""
+    preparation, no ORM query to build). `seq` is an `event_seq` the caller has already taken
+    with `next_counters` in this transaction; by default the next one is taken here."""
     on_behalf_of = getattr(actor, "on_behalf_of", None) if actor is not None else None
     event = Event(
         workspace_id=workspace_id,
-        seq=next_counter(workspace_id=workspace_id, column="event_seq"),
+        seq=seq if seq is not None else next_counter(workspace_id=workspace_id, column="event_seq"),
         type=type,
         actor=actor if actor is not None and getattr(actor, "pk", None) else None,
         on_behalf_of=on_behalf_of,

@@ -35,7 +35,7 @@ from workspace.errors import Conflict, Forbidden, Gone, Invalid, Locked, NotFoun
 from workspace.ids import new_id
 from workspace.models import Lock, LockWaiter, LockWaiterPath, Role, Workspace
 from workspace.paths import validate_path
-from workspace.services.events import event_record, next_counter
+from workspace.services.events import event_record, next_counters
 from workspace.services.lock_queue import (
     FALLBACK_POLL_SECONDS,
     HEARTBEAT_SECONDS,
@@ -310,7 +310,7 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
         now = db_now()
         blocked = _blocker(ws_id, paths, user=user, now=now, ticket=ticket, expire=True)
         if blocked is None:
-            token = next_counter(workspace_id=ws_id, column="lock_seq")
+            token, seq = next_counters(workspace_id=ws_id, columns=("lock_seq", "event_seq"))
             on_behalf_of = getattr(user, "on_behalf_of", None)
             locks = [Lock(id=new_id("lk"), workspace_id=ws_id, path=p, holder=user, on_behalf_of=on_behalf_of,
                           token=token, reason=reason, ttl_seconds=ttl, acquired_at=now,
@@ -318,9 +318,10 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
             _insert(locks)
             if ticket is not None:
                 waiter_delete(ticket)
-            for lock in locks:
+            for i, lock in enumerate(locks):
                 event_record(workspace_id=ws_id, type="lock.acquired", actor=user, target=lock.path,
-                             data=_event_data(lock, end=None, **({"batch": len(locks)} if len(locks) > 1 else {})))
+                             data=_event_data(lock, end=None, **({"batch": len(locks)} if len(locks) > 1 else {})),
+                             seq=seq if i == 0 else None)
     # Raised after the block so that the expiries recorded on the way still commit.
     if blocked is not None:
         raise blocked

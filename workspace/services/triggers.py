@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,23 +287,48 @@ def trigger_job(workspace_id: str) -> int:
 _NOT_TRIGGERING = {"message.pulled", "message.acked", "message.redelivered", "message.dead_lettered"}
 
 
+# Which event types and topics of a workspace have an enabled trigger, as this process last read
+# them: (read at, event types, topics). Every committed change asks, so the answer is kept for
+# _WATCHED_TTL seconds instead of costing a query per event. A trigger defined or deleted in this
+# process is seen at once (its own `trigger.*` event drops the entry); one defined in another
+# process within _WATCHED_TTL, and the sweep fires it meanwhile in any case.
+_WATCHED_TTL = 1.0
+_WATCHED_MAX = 4096
+_watched_cache: dict[str, tuple[float, frozenset[str], frozenset[str]]] = {}
+
+
+def _watched(workspace_id: str) -> tuple[frozenset[str], frozenset[str]]:
+    now = time.monotonic()
+    entry = _watched_cache.get(workspace_id)
+    if entry is not None and now - entry[0] < _WATCHED_TTL:
+        return entry[1], entry[2]
+    # One plain statement (no ORM query to build): it runs after many commits.
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT event_type, topic FROM {Trigger._meta.db_table} WHERE workspace_id = %s AND enabled",
+                       [workspace_id])
+        rows = cursor.fetchall()
+    types = frozenset(event_type for event_type, _ in rows if event_type)
+    topics = frozenset(topic for _, topic in rows if topic)
+    if len(_watched_cache) >= _WATCHED_MAX:
+        _watched_cache.clear()
+    _watched_cache[workspace_id] = (now, types, topics)
+    return types, topics
+
+
 def on_event(event: dict[str, Any]) -> None:
     """After commit, in the process that made the change: enqueue a catch-up when a trigger may
     match. Only a fast path; the sweep catches whatever this misses."""
     kind = event.get("type", "")
-    if kind in _NOT_TRIGGERING or kind.startswith("trigger.") or kind in _LOOPING_EVENTS:
+    ws_id = event.get("workspace") or ""
+    if kind.startswith("trigger."):
+        _watched_cache.pop(ws_id, None)
         return
-    ws_id = event.get("workspace")
-    # Every committed change asks this, so it is one plain statement (no ORM query to build).
-    sql = f"SELECT 1 FROM {Trigger._meta.db_table} WHERE workspace_id = %s AND enabled AND (event_type = %s"
-    params = [ws_id, kind]
-    if kind == "message.published":
-        sql += " OR topic = %s"
-        params.append((event.get("data") or {}).get("topic", ""))
-    with connection.cursor() as cursor:
-        cursor.execute(sql + ") LIMIT 1", params)
-        if cursor.fetchone() is None:
-            return
+    if kind in _NOT_TRIGGERING or kind in _LOOPING_EVENTS:
+        return
+    types, topics = _watched(ws_id)
+    if kind not in types and not (kind == "message.published"
+                                  and (event.get("data") or {}).get("topic", "") in topics):
+        return
     try:
         import django_rq
 
