@@ -13,9 +13,10 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+from django.db import connection
 from django.db.models import Count, Q
 
 from search import keyword, vectors
@@ -31,6 +32,12 @@ MAX_DEPTH = 300
 # With filters, the semantic side first reads this many unfiltered neighbours and filters them
 # in SQL; only when too few survive does it ask Chroma to filter (slow on large collections).
 FILTERED_DEPTH = 1000
+_KEYS_PER_QUERY = 500
+
+_q = connection.ops.quote_name
+_CHUNK, _FILE = _q(Chunk._meta.db_table), _q(File._meta.db_table)
+_INDEX_STATE, _KEYWORD_STATS = _q(IndexState._meta.db_table), _q(KeywordStats._meta.db_table)
+_START, _END = _q("start"), _q("end")
 
 _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
@@ -91,13 +98,13 @@ class Filters:
             return None
         return clauses[0] if len(clauses) == 1 else {"$and": clauses}
 
-    def admits(self, *, path: str, author_id: int | None, task_id: str, created_at: datetime) -> bool:
+    def admits(self, *, path: str, author_id: int | None, task_id: str, created_at: datetime | None) -> bool:
         """The filters checked on a chunk row (exactly: SQLite's LIKE ignores ASCII case)."""
         return ((not self.prefix or path.startswith(self.prefix))
                 and (self.author_ids is None or author_id in self.author_ids)
                 and (not self.task or task_id == self.task)
-                and (self.since is None or created_at >= self.since)
-                and (self.until is None or created_at <= self.until))
+                and (self.since is None or (created_at is not None and created_at >= self.since))
+                and (self.until is None or (created_at is not None and created_at <= self.until)))
 
 
 def build_filters(data: dict[str, Any]) -> Filters:
@@ -177,9 +184,7 @@ def search(*, workspace_ids: Sequence[str], query: str, k: int = 10, mode: str =
     if mode != "keyword" and query.strip():
         semantic = _executor().submit(_semantic_candidates, query, scope, FILTERED_DEPTH if filters.active else depth)
     try:
-        pending = IndexState.objects.filter(workspace_id__in=workspace_ids,
-                                            status=IndexState.Status.PENDING).count()
-        populated, stats = _populated(workspace_ids)
+        pending, populated, stats = _scope(workspace_ids)
     except BaseException as exc:
         scope.set_exception(exc)
         raise
@@ -215,12 +220,32 @@ def search(*, workspace_ids: Sequence[str], query: str, k: int = 10, mode: str =
     return SearchResult(hits=hits, pending=pending, degraded=degraded)
 
 
-def _populated(workspace_ids: list[str]) -> tuple[list[str], tuple[int, int]]:
-    """The workspaces that have anything searchable (the others need no Chroma round trip), and
-    their keyword totals (chunks, terms)."""
-    rows = list(KeywordStats.objects.filter(workspace_id__in=workspace_ids, chunks__gt=0)
-                .values_list("workspace_id", "chunks", "tokens"))
-    return [ws for ws, _, _ in rows], (sum(r[1] for r in rows), sum(r[2] for r in rows))
+def _scope(workspace_ids: list[str]) -> tuple[int, list[str], tuple[int, int]]:
+    """In one statement: how many files of these workspaces wait to be indexed, the workspaces
+    that have anything searchable (the others need no Chroma round trip), and their keyword
+    totals (chunks, terms). Plain SQL: the query runs beside the query encode, and every bit of
+    Python it saves is GIL time the encode gets."""
+    marks = _marks(workspace_ids)
+    sql = (f"SELECT '', COUNT(*), 0 FROM {_INDEX_STATE} WHERE workspace_id IN ({marks}) AND status = %s"  # noqa: S608
+           f" UNION ALL SELECT workspace_id, chunks, tokens FROM {_KEYWORD_STATS}"
+           f" WHERE workspace_id IN ({marks}) AND chunks > 0")
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*workspace_ids, IndexState.Status.PENDING.value, *workspace_ids])
+        rows = cursor.fetchall()
+    pending = next(int(n) for ws, n, _ in rows if ws == "")
+    found = [(ws, int(chunks), int(tokens)) for ws, chunks, tokens in rows if ws != ""]
+    return pending, [ws for ws, _, _ in found], (sum(r[1] for r in found), sum(r[2] for r in found))
+
+
+def _marks(values: Sequence[Any]) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _as_utc(value: Any) -> datetime:
+    """A datetime read by a plain cursor: text or naive UTC on SQLite, aware on PostgreSQL."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _semantic_candidates(query: str, scope: Future[list[str]], n: int) -> list[tuple[str, float]]:
@@ -259,16 +284,27 @@ def _hydrate(ranked: Sequence[tuple[Any, float]], workspace_ids: list[str], filt
 
     The query selects by key alone and the workspace and filters are checked here: given
     `workspace_id IN (...)` as well, SQLite walks the workspace's whole index instead of looking up
-    a hundred keys (10 ms at 3,000 chunks, and growing with the workspace)."""
+    a hundred keys (10 ms at 3,000 chunks, and growing with the workspace). It is plain SQL, and
+    reads `created_at` only for a time filter: building the ORM query and parsing a hundred
+    timestamps cost more than SQLite takes to run it, on the path right after the query encode."""
     if not ranked:
         return []
+    assert key in ("id", "vector_id")
     allowed = set(workspace_ids)
-    rows = Chunk.objects.filter(**{f"{key}__in": [cid for cid, _ in ranked]}).values_list(
-        key, "id", "workspace_id", "path", "version", "start", "end", "author_id", "task_id", "created_at")
+    keys = [cid for cid, _ in ranked]
+    timed = filters.since is not None or filters.until is not None
+    columns = f"{key}, id, workspace_id, path, version, {_START}, {_END}, author_id, task_id"
+    if timed:
+        columns += ", created_at"
     found = {}
-    for cid, pk, ws, path, version, start, end, author_id, task_id, created_at in rows:
-        if ws in allowed and filters.admits(path=path, author_id=author_id, task_id=task_id, created_at=created_at):
-            found[cid] = Passage(pk, ws, path, version, start, end)
+    with connection.cursor() as cursor:
+        for first in range(0, len(keys), _KEYS_PER_QUERY):
+            batch = keys[first:first + _KEYS_PER_QUERY]
+            cursor.execute(f"SELECT {columns} FROM {_CHUNK} WHERE {key} IN ({_marks(batch)})", batch)  # noqa: S608
+            for cid, pk, ws, path, version, start, end, author_id, task_id, *created in cursor.fetchall():
+                if ws in allowed and filters.admits(path=path, author_id=author_id, task_id=task_id,
+                                                    created_at=_as_utc(created[0]) if timed else None):
+                    found[cid] = Passage(pk, ws, path, version, start, end)
     return [(found[cid], score) for cid, score in ranked if cid in found]
 
 
@@ -340,16 +376,17 @@ def _finish(hits: list[Hit], terms: Sequence[str]) -> None:
     """Texts and snippets, and `stale` where the file has moved on past the indexed version."""
     if not hits:
         return
-    texts = dict(Chunk.objects.filter(pk__in=[h.chunk.pk for h in hits]).values_list("pk", "text"))
+    pks = [h.chunk.pk for h in hits]
+    wanted = {(h.chunk.workspace_id, h.chunk.path) for h in hits}
+    spaces, paths = sorted({ws for ws, _ in wanted}), sorted({path for _, path in wanted})
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT id, text FROM {_CHUNK} WHERE id IN ({_marks(pks)})", pks)  # noqa: S608
+        texts = dict(cursor.fetchall())
+        cursor.execute(f"SELECT workspace_id, path, version FROM {_FILE}"  # noqa: S608
+                       f" WHERE workspace_id IN ({_marks(spaces)}) AND path IN ({_marks(paths)})", [*spaces, *paths])
+        heads = {(ws, path): version for ws, path, version in cursor.fetchall()}
     for hit in hits:
         hit.chunk.text = texts.get(hit.chunk.pk, "")
-    wanted = {(h.chunk.workspace_id, h.chunk.path) for h in hits}
-    heads = {
-        (ws, path): version
-        for ws, path, version in File.objects.filter(
-            workspace_id__in={ws for ws, _ in wanted}, path__in={path for _, path in wanted},
-        ).values_list("workspace_id", "path", "version")
-    }
     for hit in hits:
         hit.snippet = snippet(hit.chunk.text, terms)
         head = heads.get((hit.chunk.workspace_id, hit.chunk.path))
