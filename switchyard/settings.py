@@ -148,6 +148,8 @@ else:
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 IS_SQLITE = DATABASES["default"]["ENGINE"].endswith("sqlite3")
+# Idle SQLite connections each process keeps for the next request (switchyard/db/sqlite3/base.py).
+SQLITE_POOL_SIZE = env_int("SWITCHYARD_SQLITE_POOL_SIZE", 16, minimum=0)
 
 # -- redis, queues, channel layer ---------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "").strip() or f"unix://{DATA_DIR / 'redis.sock'}"

@@ -19,6 +19,16 @@ on the embedded default) first waits for its turn:
 The turn is given back when the transaction commits, rolls back, or the connection closes. A
 writer that waits longer than the database's `timeout` option gets the same OperationalError
 ("database is locked") as before, which the API answers with `503 database_busy`.
+
+It also keeps a pool of idle connections per database file and process. Under ASGI every request
+runs on a thread of its own, so Django opens a connection per request and closes it at the end:
+open, pragmas and SQL functions, and a page cache that starts empty every time (every page a
+query touches is read again). Measured in-process on this machine: an authenticated no-op took
+2.6 ms with a connection per request and 1.1 ms with one kept; a hybrid search at 10k chunks
+26 ms and 22.5 ms. `close()` now hands an idle connection (no transaction open) back to the pool
+and the next request on any thread takes it; a connection whose file has been replaced since it
+was opened (a test database created again) is closed instead of reused. SQLITE_POOL_SIZE idle
+connections are kept (0 turns the pool off).
 """
 from __future__ import annotations
 
@@ -30,7 +40,9 @@ import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
 
+from django.conf import settings
 from django.db.backends.sqlite3 import base
 from django.db.utils import OperationalError
 
@@ -160,8 +172,90 @@ def writer_queue(database: str) -> WriterQueue:
     return queue
 
 
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+class ConnectionPool:
+    """Idle connections to one database file, newest on top (its page cache is the warmest)."""
+
+    def __init__(self, path: str, size: int) -> None:
+        self.path = path
+        self.size = size
+        self._idle: list[tuple[Any, tuple[int, int] | None]] = []
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[Any, tuple[int, int] | None] | None:
+        """An idle connection to the file as it is now, with the file's identity, or None."""
+        current = _identity(self.path)
+        while True:
+            with self._lock:
+                if not self._idle:
+                    return None
+                conn, identity = self._idle.pop()
+            if identity is not None and identity == current:
+                return conn, identity
+            conn.close()  # the file was replaced (or is gone) since this connection opened it
+
+    def give(self, conn: Any, identity: tuple[int, int] | None) -> bool:
+        """Keep `conn` for the next request; False if it must be closed instead."""
+        if identity is None or conn.in_transaction:
+            return False
+        with self._lock:
+            if len(self._idle) >= self.size:
+                return False
+            self._idle.append((conn, identity))
+        return True
+
+    def clear(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn, _ in idle:
+            conn.close()
+
+
+_pools: dict[tuple[int, str], ConnectionPool] = {}
+
+
+def connection_pool(database: str) -> ConnectionPool | None:
+    """The pool for `database` in this process (a forked child starts with none: a connection
+    must never cross a fork), or None when pooling is off."""
+    size = int(getattr(settings, "SQLITE_POOL_SIZE", 0) or 0)
+    if size <= 0:
+        return None
+    key = (os.getpid(), os.path.realpath(database))
+    pool = _pools.get(key)
+    if pool is None:
+        with _queues_lock:
+            pool = _pools.get(key)
+            if pool is None:
+                pool = _pools[key] = ConnectionPool(key[1], size)
+    return pool
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
     _writer_turn: WriterQueue | None = None
+    _identity: tuple[int, int] | None = None
+
+    def _pool(self) -> ConnectionPool | None:
+        if self.is_in_memory_db():
+            return None
+        return connection_pool(self.settings_dict["NAME"])
+
+    def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
+        pool = self._pool()
+        if pool is not None:
+            found = pool.take()
+            if found is not None:
+                conn, self._identity = found
+                return conn
+        conn = super().get_new_connection(conn_params)
+        self._identity = _identity(self.settings_dict["NAME"]) if pool is not None else None
+        return conn
 
     def _queue(self) -> WriterQueue | None:
         if self.is_in_memory_db():
@@ -200,6 +294,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _close(self) -> None:
         try:
-            super()._close()
+            pool, conn = self._pool(), self.connection
+            if pool is None or conn is None or not pool.give(conn, self._identity):
+                super()._close()
         finally:
+            self._identity = None
             self._end_turn()
