@@ -38,9 +38,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db.backends.sqlite3 import base
@@ -155,21 +156,30 @@ class WriterQueue:
             self._local.release()
 
 
+T = TypeVar("T")
+_registry_lock = threading.Lock()
+
+
+def _per_process(registry: dict[tuple[int, str], T], database: str, make: Callable[[str], T]) -> T:
+    """The `registry` entry for `database` in this process, made by `make(real path)` on first use.
+    Keyed by pid too: a forked child (an RQ work horse) must never use its parent's."""
+    key = (os.getpid(), os.path.realpath(database))
+    found = registry.get(key)
+    if found is None:
+        with _registry_lock:
+            found = registry.get(key)
+            if found is None:
+                found = registry[key] = make(key[1])
+    return found
+
+
 _queues: dict[tuple[int, str], WriterQueue] = {}
-_queues_lock = threading.Lock()
 
 
 def writer_queue(database: str) -> WriterQueue:
-    """The queue for `database` in this process (a forked child, such as an RQ work horse, gets
-    its own: a flock belongs to the open file, which the child would otherwise share)."""
-    key = (os.getpid(), os.path.realpath(database))
-    queue = _queues.get(key)
-    if queue is None:
-        with _queues_lock:
-            queue = _queues.get(key)
-            if queue is None:
-                queue = _queues[key] = WriterQueue(f"{key[1]}.writers")
-    return queue
+    """The queue for `database` in this process (a forked child gets its own: a flock belongs to
+    the open file, which the child would otherwise share)."""
+    return _per_process(_queues, database, lambda path: WriterQueue(f"{path}.writers"))
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -227,14 +237,7 @@ def connection_pool(database: str) -> ConnectionPool | None:
     size = int(getattr(settings, "SQLITE_POOL_SIZE", 0) or 0)
     if size <= 0:
         return None
-    key = (os.getpid(), os.path.realpath(database))
-    pool = _pools.get(key)
-    if pool is None:
-        with _queues_lock:
-            pool = _pools.get(key)
-            if pool is None:
-                pool = _pools[key] = ConnectionPool(key[1], size)
-    return pool
+    return _per_process(_pools, database, lambda path: ConnectionPool(path, size))
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
