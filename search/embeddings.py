@@ -51,7 +51,7 @@ def get_model() -> Any:
                 # One intra-op thread per process by default: a machine runs several workers and
                 # web processes, and torch's thread pools fighting over the same cores made a single
                 # encode ten times slower here (measured: 1.97 s with 2 threads vs 0.17 s with 1).
-                torch.set_num_threads(max(1, int(getattr(settings, "EMBEDDING_THREADS", 1) or 1)))
+                torch.set_num_threads(max(1, settings.EMBEDDING_THREADS))
                 model = SentenceTransformer(str(model_path()), device=settings.EMBEDDING_DEVICE,
                                             local_files_only=True)
                 model.max_seq_length = MAX_TOKENS
@@ -96,8 +96,114 @@ def embed(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
 
 
 def embed_query(text: str) -> list[float]:
-    return [float(x) for x in embed([text])[0]]
+    """The query's unit-length vector: the same as `embed([text])[0]`, by the compiled query path
+    when this process has one (see `QueryEncoder`)."""
+    encoder = get_query_encoder()
+    if encoder is None:
+        return [float(x) for x in embed([text])[0]]
+    return encoder.encode(text)
 
 
 def is_loaded() -> bool:
     return _model is not None
+
+
+class QueryEncoder:
+    """One query at a time through a TorchScript trace of the model: word pieces, the transformer,
+    mean pooling and normalization as one graph, run by torch's C++ interpreter.
+
+    A search embeds one short text, where `SentenceTransformer.encode` spends much of its time in
+    Python: the tokenizer wrapper, batching, and a hundred-odd module calls, each of which takes the
+    GIL again after its kernel. In a web process other request threads hold the GIL for up to the
+    switch interval (5 ms) each time, so an encode that takes 15 ms alone took 700 ms beside one
+    busy Python thread (measured on this 2-core machine); the trace takes it once per call (96 ms
+    in the same test, 13.5 ms alone against 17 ms for `encode`).
+
+    A trace records the operations of one example, so it is used only where that recording holds:
+    one unpadded sequence (attention mask all ones). Indexing, which pads batches, keeps `encode`.
+    `build` checks the trace against `encode` on texts of several lengths (one past the 256-piece
+    window) and returns None, leaving `encode` in charge, if they differ or tracing fails."""
+
+    TOLERANCE = 1e-4
+
+    def __init__(self, model: Any) -> None:
+        import torch
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(model_path() / "tokenizer.json"))
+        tokenizer.enable_truncation(int(model.max_seq_length))
+        tokenizer.no_padding()
+        self._tokenizer = tokenizer
+        self._torch = torch
+
+        class Forward(torch.nn.Module):
+            def __init__(self, transformer: Any) -> None:
+                super().__init__()
+                self.transformer = transformer
+
+            def forward(self, input_ids: Any, token_type_ids: Any) -> Any:
+                mask = torch.ones_like(input_ids)
+                hidden = self.transformer(input_ids=input_ids, attention_mask=mask,
+                                          token_type_ids=token_type_ids).last_hidden_state
+                return torch.nn.functional.normalize(hidden.mean(dim=1), p=2.0, dim=1)
+
+        with torch.no_grad():
+            example = self._features("a query to trace the model with")
+            traced = torch.jit.trace(Forward(model[0].auto_model).eval(), example, check_trace=False)
+            self._graph = torch.jit.freeze(traced.eval())
+
+    def _features(self, text: str) -> tuple[Any, Any]:
+        encoding = self._tokenizer.encode(text)
+        ids = self._torch.tensor([encoding.ids], dtype=self._torch.long)
+        return ids, self._torch.tensor([encoding.type_ids], dtype=self._torch.long)
+
+    def encode(self, text: str) -> list[float]:
+        with self._torch.no_grad():
+            vector = self._graph(*self._features(text))
+        return [float(x) for x in vector[0].tolist()]
+
+    @classmethod
+    def build(cls, model: Any) -> QueryEncoder | None:
+        import logging
+        import warnings
+
+        import numpy as np
+
+        log = logging.getLogger(__name__)
+        probes = ["a", "parallel algorithms for sorting",
+                  "What articles exist which deal with time sharing systems, an operating system for IBM computers?",
+                  " ".join(f"word{i} section heading paragraph" for i in range(120))]  # past the window
+        try:
+            if str(model.device) != "cpu":
+                return None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the tracer's notes on Python values it records
+                encoder = cls(model)
+                expected = model.encode(probes, normalize_embeddings=True, convert_to_numpy=True,
+                                        show_progress_bar=False)
+                got = np.asarray([encoder.encode(text) for text in probes], dtype=np.float32)
+        except Exception:  # any failure leaves encode() in charge
+            log.warning("the traced query encoder could not be built; queries use encode()", exc_info=True)
+            return None
+        drift = float(np.abs(expected - got).max())
+        if drift > cls.TOLERANCE:
+            log.warning("the traced query encoder differs from encode() by %.2g; queries use encode()", drift)
+            return None
+        return encoder
+
+
+_query_encoder: QueryEncoder | None = None
+_query_encoder_built = False
+
+
+def get_query_encoder() -> QueryEncoder | None:
+    """This process's traced query encoder, built on first use (None: use `encode`)."""
+    global _query_encoder, _query_encoder_built
+    if not _query_encoder_built:
+        model = get_model()
+        with _lock:
+            if not _query_encoder_built:
+                if settings.EMBEDDING_TRACED_QUERIES:
+                    _query_encoder = QueryEncoder.build(model)
+                _query_encoder_built = True
+    return _query_encoder

@@ -170,6 +170,10 @@ CHANNEL_LAYERS = {
 # -- vectors and models --------------------------------------------------------------------
 CHROMA_URL = env_str("CHROMA_URL", "").strip() or f"http://127.0.0.1:{env_int('CHROMA_PORT', 8001)}"
 EMBEDDING_DEVICE = env_str("EMBEDDING_DEVICE", "cpu")
+# torch threads per process: several processes share the cores (see search/embeddings.py).
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 1, minimum=1)
+# Queries through a TorchScript trace of the model, checked against encode() when built.
+EMBEDDING_TRACED_QUERIES = env_bool("EMBEDDING_TRACED_QUERIES", default=True)
 LLM_BASE_URL = env_str("LLM_BASE_URL", "").strip()
 LLM_MODEL = env_str("LLM_MODEL", "").strip()
 LLM_API_KEY = env_str("LLM_API_KEY", "").strip()
