@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from workspace.models import LockWaiter, LockWaiterPath, Workspace
+from workspace.services.clock import db_now
 from workspace.services.workspaces import lock_workspace
 
 log = logging.getLogger(__name__)
@@ -34,21 +35,6 @@ _WAKE_KEY = "sy:lockwake:{ticket}"
 
 
 # -- the database clock and lock paths -----------------------------------------------------
-def db_now() -> datetime:
-    """The database's current time (UTC), the one clock every lock deadline is measured on."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "sqlite":
-            cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
-            return datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
-        # clock_timestamp(), not now(): now() is when the transaction began, which may be long
-        # before the workspace row lock was granted.
-        cursor.execute("SELECT clock_timestamp()" if connection.vendor == "postgresql" else "SELECT CURRENT_TIMESTAMP")
-        value = cursor.fetchone()[0]
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def adapt_time(value: datetime) -> Any:
     return connection.ops.adapt_datetimefield_value(value)
 

@@ -17,14 +17,13 @@ import logging
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Exists, Max, OuterRef, Q
 from django.db.models.functions import Now
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from workspace.access import Access
 from workspace.errors import Conflict, Forbidden, Invalid, NotFound, ServiceError
@@ -40,6 +39,7 @@ from workspace.models.tasks import (
     TaskStatus,
 )
 from workspace.paths import validate_path
+from workspace.services.clock import db_now
 from workspace.services.events import event_record
 from workspace.services.workspaces import lock_workspace, locked_workspace
 
@@ -63,20 +63,6 @@ _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 
 # -- shared helpers (also used by worklog, approvals and transfers) ---------------------------
-def db_now() -> datetime:
-    """The database's clock: leases, back-offs and expiries are decided on it, never on a
-    web or worker process's clock."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("SELECT clock_timestamp()")
-            return cursor.fetchone()[0]
-        cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
-        raw = cursor.fetchone()[0]
-    parsed = parse_datetime(raw)
-    assert parsed is not None, raw
-    return timezone.make_aware(parsed, UTC) if timezone.is_naive(parsed) else parsed
-
-
 def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
