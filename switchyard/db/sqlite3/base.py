@@ -158,12 +158,16 @@ class WriterQueue:
 
 T = TypeVar("T")
 _registry_lock = threading.Lock()
+_real_paths: dict[str, str] = {}
 
 
 def _per_process(registry: dict[tuple[int, str], T], database: str, make: Callable[[str], T]) -> T:
     """The `registry` entry for `database` in this process, made by `make(real path)` on first use.
     Keyed by pid too: a forked child (an RQ work horse) must never use its parent's."""
-    key = (os.getpid(), os.path.realpath(database))
+    real = _real_paths.get(database)
+    if real is None:
+        real = _real_paths[database] = os.path.realpath(database)  # lstat per component: once
+    key = (os.getpid(), real)
     found = registry.get(key)
     if found is None:
         with _registry_lock:
