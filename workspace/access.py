@@ -6,12 +6,13 @@ from typing import Any
 
 from django.db import connections, router
 
+from switchyard.db.rows import Columns
 from workspace.errors import Forbidden, NotFound
 from workspace.models import Membership, Role, Workspace
 
-_WORKSPACE_FIELDS = [field.attname for field in Workspace._meta.concrete_fields]
+_WORKSPACE = Columns(Workspace, "w")
 _MEMBER_SQL = (
-    f"SELECT m.role, {', '.join(f'w.{field.column}' for field in Workspace._meta.concrete_fields)}"  # noqa: S608
+    f"SELECT m.role, {_WORKSPACE.sql}"  # noqa: S608
     f" FROM {Workspace._meta.db_table} w JOIN {Membership._meta.db_table} m ON m.workspace_id = w.id"
     " WHERE w.id = %s AND m.user_id = %s"
 )
@@ -35,42 +36,19 @@ def workspace_for(user: Any, ws_id: str, *, need: Role = Role.VIEWER) -> Access:
     """
     if user is None or not getattr(user, "is_authenticated", False) or not isinstance(ws_id, str):
         raise NotFound("workspace")
-    # Every workspace request runs this: one plain statement, no ORM query to build, and the
-    # instance made from the row as the ORM makes it (its fields' from_db_value converters).
-    db = router.db_for_read(Workspace)
-    connection = connections[db]
+    # Every workspace request runs this: one plain statement, no ORM query to build.
+    connection = connections[router.db_for_read(Workspace)]
     with connection.cursor() as cursor:
         cursor.execute(_MEMBER_SQL, [ws_id, user.pk])
         row = cursor.fetchone()
     if row is None:
         raise NotFound("workspace")
     role = Role(row[0])
-    workspace = Workspace.from_db(db, _WORKSPACE_FIELDS, _converted(connection, row[1:]))
+    workspace = _WORKSPACE.instance(connection, row[1:])
     if not role.at_least(need):
         raise Forbidden("forbidden", f"This needs the {Role(need).value} role in the workspace; you are {role.value}.",
                         required_role=Role(need).value, role=role.value)
     return Access(workspace=workspace, user=user, role=role)
-
-
-_CONVERTERS: dict[str, list[tuple[Any, list[Any]]]] = {}
-
-
-def _converted(connection: Any, values: tuple[Any, ...]) -> list[Any]:
-    """The row's values as the ORM would hand them to the model: the backend's converters (SQLite
-    returns text for datetimes) and the fields' own `from_db_value`, looked up once per backend."""
-    converters = _CONVERTERS.get(connection.vendor)
-    if converters is None:
-        converters = []
-        for field in Workspace._meta.concrete_fields:
-            col = field.get_col(Workspace._meta.db_table)
-            converters.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
-        _CONVERTERS[connection.vendor] = converters
-    out = []
-    for (col, functions), value in zip(converters, values, strict=True):
-        for convert in functions:
-            value = convert(value, col, connection)
-        out.append(value)
-    return out
 
 
 def readable_workspace_ids(user: Any) -> list[str]:
