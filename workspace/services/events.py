@@ -50,53 +50,59 @@ def next_counters(*, workspace_id: str, columns: tuple[str, ...]) -> tuple[int, 
 
 
 def event_record(*, workspace_id: str, type: str, actor: Any = None, target: str = "",
-                 data: dict[str, Any] | None = None, seq: int | None = None) -> Event:
-    """Record an event in the current transaction and publish it once that commits.
+                 data: dict[str, Any] | None = None, seq: int | None = None) -> dict[str, Any]:
+    """Record an event in the current transaction and publish it once that commits; returns the
+    event as published (`event_payload`).
 
-    Every change runs this, so the row goes in with one plain INSERT (the fields' own database
-    preparation, no ORM query to build). `seq` is an `event_seq` the caller has already taken
-    with `next_counters` in this transaction; by default the next one is taken here."""
+    Every change runs this, so the row goes in with one plain INSERT: the JSON and the timestamp
+    prepared by their fields, no model instance and no ORM query to build. `seq` is an `event_seq`
+    the caller has already taken with `next_counters` in this transaction; by default the next one
+    is taken here."""
+    actor = actor if actor is not None and getattr(actor, "pk", None) else None
     on_behalf_of = getattr(actor, "on_behalf_of", None) if actor is not None else None
-    event = Event(
-        workspace_id=workspace_id,
-        seq=seq if seq is not None else next_counter(workspace_id=workspace_id, column="event_seq"),
-        type=type,
-        actor=actor if actor is not None and getattr(actor, "pk", None) else None,
-        on_behalf_of=on_behalf_of,
-        target=target[:1100],
-        data=data or {},
-        at=timezone.now(),
-    )
-    values = [field.get_db_prep_save(getattr(event, field.attname), connection) for field in _EVENT_FIELDS]
+    if seq is None:
+        seq = next_counter(workspace_id=workspace_id, column="event_seq")
+    target, data, at = target[:1100], data or {}, timezone.now()
+    values = [workspace_id, seq, type, actor.pk if actor is not None else None,
+              on_behalf_of.pk if on_behalf_of is not None else None, target,
+              _DATA_FIELD.get_db_prep_save(data, connection), _AT_FIELD.get_db_prep_save(at, connection)]
     with connection.cursor() as cursor:
         cursor.execute(_EVENT_INSERT, values)
-        event.pk = cursor.fetchone()[0]
-    event._state.adding = False
-    payload = event_payload(event, actor=actor, on_behalf_of=on_behalf_of)
+    payload = _payload(seq=seq, type=type, actor=actor, on_behalf_of=on_behalf_of, workspace_id=workspace_id,
+                       target=target, data=data, at=at)
     transaction.on_commit(lambda: _announce(payload))
-    return event
+    return payload
 
 
 _EVENT_FIELDS = [Event._meta.get_field(name) for name in
                  ("workspace", "seq", "type", "actor", "on_behalf_of", "target", "data", "at")]
+_DATA_FIELD, _AT_FIELD = Event._meta.get_field("data"), Event._meta.get_field("at")
 _EVENT_INSERT = (
     f"INSERT INTO {Event._meta.db_table} ({', '.join(f.column for f in _EVENT_FIELDS)}) "  # noqa: S608
-    f"VALUES ({', '.join(['%s'] * len(_EVENT_FIELDS))}) RETURNING id"
+    f"VALUES ({', '.join(['%s'] * len(_EVENT_FIELDS))})"
 )
 
 
 def event_payload(event: Event, *, actor: Any = None, on_behalf_of: Any = None) -> dict[str, Any]:
     actor = actor if actor is not None else event.actor
     on_behalf_of = on_behalf_of if on_behalf_of is not None else event.on_behalf_of
+    return _payload(seq=event.seq, type=event.type, actor=actor if getattr(actor, "pk", None) else None,
+                    on_behalf_of=on_behalf_of, workspace_id=event.workspace_id, target=event.target,
+                    data=event.data, at=event.at)
+
+
+def _payload(*, seq: int, type: str, actor: Any, on_behalf_of: Any, workspace_id: str, target: str,
+             data: Any, at: Any) -> dict[str, Any]:
+    """An event as the API, the WebSocket stream and the listeners see it."""
     return {
-        "seq": event.seq,
-        "type": event.type,
-        "actor": actor.username if actor is not None and getattr(actor, "pk", None) else None,
+        "seq": seq,
+        "type": type,
+        "actor": actor.username if actor is not None else None,
         "on_behalf_of": on_behalf_of.username if on_behalf_of is not None else None,
-        "workspace": event.workspace_id,
-        "target": event.target,
-        "data": event.data,
-        "at": event.at.isoformat().replace("+00:00", "Z"),
+        "workspace": workspace_id,
+        "target": target,
+        "data": data,
+        "at": at.isoformat().replace("+00:00", "Z"),
     }
 
 
