@@ -147,7 +147,7 @@ def noop_baseline(server: Server, n: int = 300) -> dict[str, float]:
         return summarize_ms(time_calls(call, n))
 
 
-def target(name: str, value: float, goal: float, unit: str, ok: bool) -> dict[str, Any]:
+def target(name: str, value: float, goal: float, unit: str, ok: bool) -> dict[str, Any]:  # noqa: FBT001
     return {"name": name, "value": round(value, 4), "target": goal, "unit": unit, "ok": bool(ok)}
 
 

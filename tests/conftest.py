@@ -123,6 +123,7 @@ def live_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 def start_launcher(*, workers: int = 2, web_workers: int = 2, extra_env: dict[str, str] | None = None,
                    data_dir: Path | None = None) -> LiveServer:
     from django.conf import settings
+
     from switchyard.launcher import free_port
 
     port = free_port()
@@ -207,9 +208,8 @@ class Account:
 
 @pytest.fixture
 def make_user(db: Any) -> Callable[..., Account]:
-    from tests.factories import UserFactory
-
     from agents.services import token_issue
+    from tests.factories import UserFactory
 
     def make(username: str | None = None, **kwargs: Any) -> Account:
         user = UserFactory(**({"username": username} if username else {}), **kwargs)
@@ -220,9 +220,8 @@ def make_user(db: Any) -> Callable[..., Account]:
 
 @pytest.fixture
 def make_agent(db: Any) -> Callable[..., Account]:
-    from tests.factories import AgentFactory
-
     from agents.services import token_issue
+    from tests.factories import AgentFactory
 
     def make(username: str | None = None, created_by: Any = None) -> Account:
         user = AgentFactory(**({"username": username} if username else {}), created_by=created_by)

@@ -53,8 +53,8 @@ def test_create_user_prints_a_personal_token_and_can_sign_in(live):
 def test_fsck_is_clean_then_reports_a_corrupted_and_a_missing_blob(live, make_user):
     """GIVEN stored versions WHEN a blob is altered on disk and another removed THEN fsck reports both (and
     exits non-zero), and reading the altered version fails loudly instead of returning wrong bytes."""
-    from workspace.blobs import blob_path
     from tests.helpers import create_workspace, put_file
+    from workspace.blobs import blob_path
 
     owner = make_user()
     with live.client(owner.token) as api:

@@ -209,7 +209,7 @@ def test_layout_creates_standard_directories_and_rules(live, make_user, make_age
     """GIVEN two agents WHEN the layout is created THEN inbox/, output/, failed/, agent-<name>/ exist and
     only each agent may write its own directory."""
     owner = make_user()
-    a1, a2 = make_agent("a1"), make_agent("a2")
+    a1, _ = make_agent("a1"), make_agent("a2")
     with live.client(owner.token) as api, live.client(a1.token) as c1:
         ws = create_workspace(api)
         layout = api.post(f"/api/v1/workspaces/{ws}/layout", json={"agents": ["a1", "a2"]})

@@ -90,9 +90,8 @@ class HealthView(ApiView):
 
 
 def _index_check() -> str:
-    from django.conf import settings
-
     import httpx
+    from django.conf import settings
 
     try:
         response = httpx.get(f"{settings.CHROMA_URL}/api/v2/heartbeat", timeout=2.0)

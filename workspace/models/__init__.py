@@ -10,5 +10,5 @@ from workspace.models.core import (  # noqa: F401
     Workspace,
 )
 from workspace.models.locks import *  # noqa: F401,F403
-from workspace.models.tasks import *  # noqa: F401,F403
 from workspace.models.messages import *  # noqa: F401,F403
+from workspace.models.tasks import *  # noqa: F401,F403

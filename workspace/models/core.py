@@ -71,6 +71,9 @@ class DirectoryRule(models.Model):
         constraints = [models.UniqueConstraint(fields=["workspace", "prefix"], name="rule_unique")]
         ordering = ["prefix"]
 
+    def __str__(self) -> str:
+        return f"{self.workspace_id}:{self.prefix}"
+
 
 class File(models.Model):
     """The head of a path: its newest version. Updated with a conditional UPDATE on `version`."""
@@ -158,3 +161,6 @@ class IdempotencyRecord(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}:{self.key}"
