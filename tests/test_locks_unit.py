@@ -64,6 +64,24 @@ def test_db_now_is_the_database_clock_in_utc():
 
 
 @pytest.mark.django_db
+def test_db_now_on_sqlite_reads_the_clock_sqlite_reads():
+    """GIVEN the embedded database WHEN db_now is read (without a statement) THEN it agrees with
+    SQLite's own 'now' and has its millisecond resolution, so times written by either compare."""
+    from django.db import connection
+
+    if connection.vendor != "sqlite":
+        pytest.skip("SQLite's clock is this machine's; PostgreSQL's is asked for")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+        before = datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
+        ours = svc.db_now()
+        cursor.execute("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")
+        after = datetime.fromisoformat(cursor.fetchone()[0]).replace(tzinfo=UTC)
+    assert before <= ours <= after
+    assert ours.microsecond % 1000 == 0
+
+
+@pytest.mark.django_db
 def test_moves_between_separately_locked_paths_need_one_grant(setup):
     """GIVEN ada holding two paths through two separate grants WHEN she moves one onto the other
     with either token THEN it is refused (one token cannot speak for the other grant); the same
