@@ -108,6 +108,11 @@ def is_loaded() -> bool:
     return _model is not None
 
 
+def ready_for_queries() -> bool:
+    """Whether this process has loaded the model and settled its query path (warm)."""
+    return _query_encoder_built
+
+
 class QueryEncoder:
     """One query at a time through a TorchScript trace of the model: word pieces, the transformer,
     mean pooling and normalization as one graph, run by torch's C++ interpreter.

@@ -57,6 +57,7 @@ async def lifespan(receive: Any, send: Any) -> None:
         async with mcp_endpoint.running():
             await send({"type": "lifespan.startup.complete"})
             started = True
+            _warm_up_search()
             while (await receive())["type"] != "lifespan.shutdown":
                 pass
     except Exception as exc:
@@ -65,6 +66,35 @@ async def lifespan(receive: Any, send: Any) -> None:
         await send({"type": f"lifespan.{phase}.failed", "message": f"{exc.__class__.__name__}: {exc}"})
         return
     await send({"type": "lifespan.shutdown.complete"})
+
+
+def _warm_up_search() -> None:
+    """Load the embedding model and build the query encoder on a background thread when this
+    server has workspaces in intelligence mode, so that the first search a process answers does
+    not wait seconds for them (SEARCH_WARM_UP=false turns it off)."""
+    import threading
+
+    from django.conf import settings
+
+    if not settings.SEARCH_WARM_UP:
+        return
+
+    def warm() -> None:
+        from django.db import close_old_connections, connection
+
+        from search.embeddings import get_query_encoder
+        from workspace.models import Workspace
+
+        try:
+            if Workspace.objects.filter(intelligence=True).exists():
+                get_query_encoder()
+        except Exception:
+            log.warning("search warm-up failed; the first search loads the model", exc_info=True)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threading.Thread(target=warm, name="search-warm-up", daemon=True).start()
 
 
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:

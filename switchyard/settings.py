@@ -174,6 +174,8 @@ EMBEDDING_DEVICE = env_str("EMBEDDING_DEVICE", "cpu")
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 1, minimum=1)
 # Queries through a TorchScript trace of the model, checked against encode() when built.
 EMBEDDING_TRACED_QUERIES = env_bool("EMBEDDING_TRACED_QUERIES", default=True)
+# Web processes load the model at start when any workspace is in intelligence mode.
+SEARCH_WARM_UP = env_bool("SEARCH_WARM_UP", default=True)
 LLM_BASE_URL = env_str("LLM_BASE_URL", "").strip()
 LLM_MODEL = env_str("LLM_MODEL", "").strip()
 LLM_API_KEY = env_str("LLM_API_KEY", "").strip()

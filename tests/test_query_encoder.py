@@ -65,3 +65,26 @@ def test_the_trace_can_be_turned_off(fresh_encoder, settings):
     assert embeddings.get_query_encoder() is None
     vector = np.asarray(embeddings.embed_query(QUERIES[1]), dtype=np.float32)
     assert np.abs(vector - _reference([QUERIES[1]])[0]).max() < 1e-6
+
+
+def test_a_web_process_loads_the_model_at_start_when_a_workspace_is_in_intelligence_mode(transactional_db):
+    """GIVEN a workspace in intelligence mode WHEN a web process starts THEN it loads the model and
+    builds its query path by itself, before any search (its health says `model: loaded`), so the
+    first search does not wait for it."""
+    import time
+
+    from agents.models import User
+    from tests.conftest import start_launcher, stop_launcher
+    from workspace.services.workspaces import workspace_create
+
+    owner = User.objects.create_user("warm", "warm@example.com", "a long test password")
+    workspace_create(user=owner, name="warm", intelligence=True)
+    server = start_launcher(workers=1, web_workers=1)
+    try:
+        deadline = time.monotonic() + 120
+        with server.client() as anon:
+            while (checks := anon.get("/api/v1/health").json()["checks"])["model"] != "loaded":
+                assert time.monotonic() < deadline, checks
+                time.sleep(0.5)
+    finally:
+        stop_launcher(server)

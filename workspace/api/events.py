@@ -85,6 +85,10 @@ class HealthView(ApiView):
             checks["redis"] = f"error: {exc.__class__.__name__}"
         checks["index"] = _index_check()
         checks["workers"] = _worker_count() if checks["redis"] == "ok" else 0
+        # Informational, per answering process: whether its embedding model is loaded yet.
+        from search.embeddings import ready_for_queries
+
+        checks["model"] = "loaded" if ready_for_queries() else "not loaded"
         healthy = all(checks[k] == "ok" for k in ("database", "redis", "index"))
         return Response({"status": "ok" if healthy else "error", "checks": checks}, status=200 if healthy else 503)
 
