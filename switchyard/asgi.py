@@ -9,7 +9,7 @@ import logging
 import os
 from typing import Any
 
-from django.core.asgi import get_asgi_application
+import django
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "switchyard.settings")
 
@@ -30,7 +30,11 @@ def _die_with_parent() -> None:
 
 
 _die_with_parent()
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from switchyard.asgi_handler import SyncChainASGIHandler  # noqa: E402
+
+django_asgi_app = SyncChainASGIHandler()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 

@@ -1,0 +1,110 @@
+"""The ASGI handler: Django's request handling on one thread per request, with request threads
+reused instead of started (and joined) for every request."""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import pytest
+from asgiref.testing import ApplicationCommunicator
+
+from switchyard.asgi_handler import SyncChainASGIHandler, _ExecutorPool
+
+
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]] | None = None) -> dict:
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+            "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+            "root_path": "", "headers": [(b"host", b"testserver"), *(headers or [])],
+            "client": ("127.0.0.1", 5000), "server": ("testserver", 80)}
+
+
+async def _request(app, method: str, path: str, body: bytes = b"", headers=None) -> tuple[int, dict, bytes]:
+    communicator = ApplicationCommunicator(app, _scope(method, path, headers))
+    await communicator.send_input({"type": "http.request", "body": body, "more_body": False})
+    start = await communicator.receive_output(10)
+    chunks = []
+    while True:
+        message = await communicator.receive_output(10)
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    await communicator.wait(10)
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, b"".join(chunks)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_go_through_the_whole_middleware_chain_and_reuse_request_threads(monkeypatch):
+    """GIVEN the handler WHEN thirty requests come one after another (an unauthenticated API call,
+    a POST with a JSON body, an unknown URL) THEN each gets Django's full answer (the API's error
+    body, our security headers and request id) and they are served by one reused request thread
+    rather than a new thread each (and a joining thread at its end)."""
+    app = SyncChainASGIHandler()
+
+    async def run() -> list[tuple[int, dict, bytes]]:
+        out = []
+        for i in range(10):
+            out.append(await _request(app, "GET", "/api/v1/me"))
+            out.append(await _request(app, "POST", "/api/v1/workspaces", json.dumps({"name": f"w{i}"}).encode(),
+                                      [(b"content-type", b"application/json")]))
+            out.append(await _request(app, "GET", "/no/such/page/"))
+            await asyncio.sleep(0.01)  # let the pool take the idle executor back
+        return out
+
+    asyncio.run(_request(app, "GET", "/api/v1/me"))  # whatever starts once per process has started
+    started: list[str] = []
+    real_start = threading.Thread.start
+
+    def counting_start(thread: threading.Thread) -> None:
+        started.append(thread.name)
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", counting_start)
+    responses = asyncio.run(run())
+    for status, headers, body in responses[0::3] + responses[1::3]:
+        assert status == 401
+        assert json.loads(body)["error"]["code"] == "not_authenticated"
+        assert headers["x-content-type-options"] == "nosniff" and headers["x-request-id"]
+    assert all(status == 404 for status, _, _ in responses[2::3])
+    # A request may find the previous one's executor not yet idle: three back to back start at most
+    # three threads. Django's own handler starts two per request (its thread and one to join it).
+    assert len(started) <= 3, started
+    assert 1 <= len(app.executors) <= 3
+
+
+def test_an_executor_still_busy_is_not_handed_to_the_next_request():
+    """GIVEN a request thread still running a view whose client went away WHEN the request ends
+    THEN its executor goes back to the pool only after that work has finished, so nobody else's
+    request queues behind it."""
+    pool = _ExecutorPool(keep=4)
+    executor = pool.take()
+    release = threading.Event()
+    executor.submit(release.wait, 10)
+    pool.give(executor)
+    time.sleep(0.1)
+    assert len(pool) == 0
+    assert pool.take() is not executor
+    release.set()
+    deadline = time.monotonic() + 5
+    while len(pool) == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert pool.take() is executor
+
+
+def test_the_pool_keeps_at_most_its_size():
+    """GIVEN a pool that keeps two WHEN three idle executors come back THEN two are kept and the
+    third is shut down."""
+    pool = _ExecutorPool(keep=2)
+    executors = [pool.take() for _ in range(3)]
+    for executor in executors:
+        pool.give(executor)
+    deadline = time.monotonic() + 5
+    while len(pool) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert len(pool) == 2
+    shut = [e for e in executors if e._shutdown]
+    assert len(shut) == 1
