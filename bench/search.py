@@ -13,6 +13,8 @@ Targets at 100k chunks: hybrid p50 < 60 ms, and hybrid p50 <= 1.5x bare p50.
 
     python bench/search.py                       # own server; BENCH_SEARCH_LEVELS=10000,100000
     SWITCHYARD_URL=... SWITCHYARD_TOKEN=... CHROMA_URL=... python bench/search.py
+    BENCH_SEARCH_WORKSPACE=ws_...            # with SWITCHYARD_URL: measure (and top up) a workspace
+                                             # an earlier run filled, instead of filling a new one
 """
 from __future__ import annotations
 
@@ -55,9 +57,9 @@ def make_file(rng: random.Random, pool: list[str], number: int) -> str:
     return "\n".join(sections)
 
 
-def chunk_total(server: Server, ws: str) -> tuple[int, int]:
-    """(chunks indexed, files pending) from the index state listing."""
-    chunks = pending = 0
+def chunk_total(server: Server, ws: str, *, files: list[int] | None = None) -> tuple[int, int]:
+    """(chunks indexed, files pending) from the index state listing; `files` gets the file count."""
+    chunks = pending = count = 0
     cursor = None
     with server.client() as api:
         while True:
@@ -66,9 +68,12 @@ def chunk_total(server: Server, ws: str) -> tuple[int, int]:
                 params["cursor"] = cursor
             page = api.get(f"/api/v1/workspaces/{ws}/index", params=params).json()
             chunks += sum(row["chunks"] for row in page["results"])
+            count += len(page["results"])
             pending = page["counts"]["pending"]
             cursor = page["next"]
             if not cursor:
+                if files is not None:
+                    files.append(count)
                 return chunks, pending
 
 
@@ -170,12 +175,16 @@ def main() -> None:
     chroma_url = os.environ.get("CHROMA_URL") if os.environ.get("SWITCHYARD_URL") else f"http://127.0.0.1:{port}"
     figures: dict[str, Any] = {"levels": {}}
     with bench_server(workers=2, chroma=True, extra_env={"CHROMA_PORT": str(port)}) as server:
-        with server.client() as api:
-            response = api.post("/api/v1/workspaces", json={"name": "bench-search", "intelligence": True})
-            response.raise_for_status()
-            ws = response.json()["id"]
+        ws = os.environ.get("BENCH_SEARCH_WORKSPACE", "")
+        if not ws:
+            with server.client() as api:
+                response = api.post("/api/v1/workspaces", json={"name": "bench-search", "intelligence": True})
+                response.raise_for_status()
+                ws = response.json()["id"]
         bare = Bare(chroma_url) if chroma_url else None
-        number = 0
+        existing: list[int] = []
+        chunk_total(server, ws, files=existing)
+        number = existing[0]  # new files after those an earlier run wrote (notes/NNNNNN.md)
         for level in LEVELS:
             number = fill(server, ws, level, pool, number)
             chunks, _ = chunk_total(server, ws)
