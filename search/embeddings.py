@@ -181,12 +181,21 @@ class QueryEncoder:
         try:
             if str(model.device) != "cpu":
                 return None
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the tracer's notes on Python values it records
-                encoder = cls(model)
-                expected = model.encode(probes, normalize_embeddings=True, convert_to_numpy=True,
-                                        show_progress_bar=False)
-                got = np.asarray([encoder.encode(text) for text in probes], dtype=np.float32)
+            import torch
+
+            # The tracer's notes on the Python values it records as constants (the check below is
+            # what tells whether the trace holds), and torch.jit's deprecation in favour of
+            # torch.compile (which needs a compiler toolchain and minutes per process; a torch
+            # without torch.jit makes this fail, and queries go through encode()). Filters, not
+            # catch_warnings(): that is not thread-safe, and this runs on a search thread.
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+            # transformers notes an attribute the tracer reads while walking the module.
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            encoder = cls(model)
+            expected = model.encode(probes, normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False)
+            got = np.asarray([encoder.encode(text) for text in probes], dtype=np.float32)
         except Exception:  # any failure leaves encode() in charge
             log.warning("the traced query encoder could not be built; queries use encode()", exc_info=True)
             return None
