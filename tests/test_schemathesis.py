@@ -51,7 +51,16 @@ def _run(live: Any, owner: Any, tmp_path: Path, *, max_examples: int, phases: st
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
     output = done.stdout + done.stderr
+    if done.returncode != 0 and _TOOL_CRASH in output:
+        # CPython 3.11.7's ast.parse is not thread-safe, and hypothesis parses lambda sources on
+        # schemathesis's worker threads: the tool itself crashed. Run it once more, same checks.
+        ndjson.unlink(missing_ok=True)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+        output = done.stdout + done.stderr
     return done.returncode, output, _count_requests(ndjson)
+
+
+_TOOL_CRASH = "SystemError: AST constructor recursion depth mismatch"
 
 
 def _count_requests(ndjson: Path) -> int:
