@@ -104,10 +104,6 @@ def embed_query(text: str) -> list[float]:
     return encoder.encode(text)
 
 
-def is_loaded() -> bool:
-    return _model is not None
-
-
 def ready_for_queries() -> bool:
     """Whether this process has loaded the model and settled its query path (warm)."""
     return _query_encoder_built

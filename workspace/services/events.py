@@ -83,12 +83,10 @@ _EVENT_INSERT = (
 )
 
 
-def event_payload(event: Event, *, actor: Any = None, on_behalf_of: Any = None) -> dict[str, Any]:
-    actor = actor if actor is not None else event.actor
-    on_behalf_of = on_behalf_of if on_behalf_of is not None else event.on_behalf_of
-    return _payload(seq=event.seq, type=event.type, actor=actor if getattr(actor, "pk", None) else None,
-                    on_behalf_of=on_behalf_of, workspace_id=event.workspace_id, target=event.target,
-                    data=event.data, at=event.at)
+def event_payload(event: Event) -> dict[str, Any]:
+    """A stored event as `event_record` published it."""
+    return _payload(seq=event.seq, type=event.type, actor=event.actor, on_behalf_of=event.on_behalf_of,
+                    workspace_id=event.workspace_id, target=event.target, data=event.data, at=event.at)
 
 
 def _payload(*, seq: int, type: str, actor: Any, on_behalf_of: Any, workspace_id: str, target: str,
