@@ -60,6 +60,40 @@ def redis_server() -> Iterator[str]:
     proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def flush_retries_deadlocks() -> Iterator[None]:
+    """On PostgreSQL, retry the flush after a `live` test when it is chosen as a deadlock victim.
+
+    The session's live server keeps running between tests. A query it is still finishing (a stream
+    consumer's last poll, the sweeper) can hold a share lock on one table while waiting for another
+    that the flush's TRUNCATE already holds; PostgreSQL then aborts one of the two. The flush is
+    rolled back whole, so running it again is safe, and it is the fix PostgreSQL's documentation
+    gives for a deadlock victim.
+    """
+    from django.core.management.base import CommandError
+    from django.db import OperationalError
+    from django.test import TransactionTestCase
+
+    original = TransactionTestCase._fixture_teardown
+
+    def _deadlocked(exc: CommandError) -> bool:
+        cause = exc.__cause__
+        return isinstance(cause, OperationalError) and getattr(cause.__cause__, "sqlstate", None) == "40P01"
+
+    def teardown_with_retries(self: TransactionTestCase) -> None:
+        for attempt in range(5):
+            try:
+                return original(self)
+            except CommandError as exc:
+                if attempt == 4 or not _deadlocked(exc):
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+
+    TransactionTestCase._fixture_teardown = teardown_with_retries  # type: ignore[method-assign]
+    yield
+    TransactionTestCase._fixture_teardown = original  # type: ignore[method-assign]
+
+
 @pytest.fixture(scope="session")
 def chroma() -> Iterator[str]:
     url = os.environ["CHROMA_URL"]
