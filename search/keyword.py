@@ -106,11 +106,22 @@ def term_counts(text: str) -> Counter[str]:
     return Counter(analyze(text))
 
 
-def postings(*, chunk_id: int, workspace_id: str, counts: Counter[str]) -> list[Posting]:
-    length = sum(counts.values())
-    return [Posting(chunk_id=chunk_id, workspace_id=workspace_id, term=term, tf=tf, length=length,
-                    impact=term_weight(tf=tf, length=length, avgdl=NOMINAL_LENGTH))
-            for term, tf in counts.items()]
+def postings_insert(*, workspace_id: str, chunks: Iterable[tuple[int, Counter[str]]]) -> int:
+    """Insert the postings of `chunks` (chunk id, term counts) in the caller's transaction, as one
+    prepared statement run for every row: a 16 KB file has about 1,700 postings, and building a
+    model instance for each cost more than embedding a tenth of the file. Returns rows inserted."""
+    rows = []
+    for chunk_id, counts in chunks:
+        length = sum(counts.values())
+        rows += [(chunk_id, workspace_id, term, tf, length, term_weight(tf=tf, length=length, avgdl=NOMINAL_LENGTH))
+                 for term, tf in counts.items()]
+    if rows:
+        table = connection.ops.quote_name(Posting._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {table} (chunk_id, workspace_id, term, tf, length, impact) "  # noqa: S608
+                "VALUES (%s, %s, %s, %s, %s, %s)", rows)
+    return len(rows)
 
 
 def adjust_frequencies(*, workspace_id: str, delta: Counter[str]) -> None:
