@@ -6,7 +6,7 @@ each level (10k, then 100k chunks) it runs the 64 CACM queries round-robin throu
 `POST /api/v1/workspaces/{ws}/search`, one at a time, in each mode. Beside it, "bare": in this
 process, encode the query with the same model (one torch thread, as the web processes run it)
 and query the workspace's Chroma collection for the same number of neighbours the server asks for.
-The server embeds queries through a trace of the model (search.embeddings.QueryEncoder), faster
+The server embeds queries through a trace of the model (search.embeddings.TracedEncoder), faster
 than `encode`; `bare_traced_encoder` is bare with that encoder, so the JSON shows how much of the
 margin comes from it.
 Targets at 100k chunks: hybrid p50 < 60 ms, and hybrid p50 <= 1.5x bare p50.
@@ -145,18 +145,18 @@ class Bare:
         return summarize_ms(time_calls(call, n, warmup=10))
 
     def latency_traced(self, ws: str, texts: list[str], n: int) -> dict[str, float]:
-        """The same, with the server's own query encoder (search.embeddings.QueryEncoder, a trace
+        """The same, with the server's own query encoder (search.embeddings.TracedEncoder, a trace
         of the same model): how much of the margin over bare is the encoder, not the rest."""
-        from search.embeddings import QueryEncoder
+        from search.embeddings import TracedEncoder
 
-        encoder = QueryEncoder.build(self.model)
+        encoder = TracedEncoder.build(self.model)
         if encoder is None:
             return {}
         collection = self.client.get_collection(f"switchyard_{ws}", embedding_function=None)
         cycle = iter(texts * (n // len(texts) + 20))
 
         def call() -> None:
-            collection.query(query_embeddings=[encoder.encode(next(cycle))], n_results=SERVER_DEPTH,
+            collection.query(query_embeddings=encoder.encode([next(cycle)]), n_results=SERVER_DEPTH,
                              include=["distances"])
 
         return summarize_ms(time_calls(call, n, warmup=10))

@@ -89,46 +89,47 @@ def count_tokens(texts: Sequence[str]) -> list[int]:
 
 
 def embed(texts: Sequence[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """Unit-length float32 vectors, one row per text."""
+    """Unit-length float32 vectors, one row per text: by the traced model when this process has
+    one (see `TracedEncoder`), else by `SentenceTransformer.encode`, which gives the same vectors."""
     import numpy as np
 
     if not texts:
         return np.zeros((0, DIMENSIONS), dtype=np.float32)
-    model = get_model()
-    vectors = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                           convert_to_numpy=True, show_progress_bar=False)
+    encoder = get_encoder()
+    if encoder is not None:
+        return encoder.encode(list(texts), batch_size=batch_size)
+    vectors = get_model().encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
     return np.asarray(vectors, dtype=np.float32)
 
 
 def embed_query(text: str) -> list[float]:
-    """The query's unit-length vector: the same as `embed([text])[0]`, by the compiled query path
-    when this process has one (see `QueryEncoder`)."""
-    encoder = get_query_encoder()
-    if encoder is None:
-        return [float(x) for x in embed([text])[0]]
-    return encoder.encode(text)
+    """The query's unit-length vector: `embed([text])[0]`."""
+    return [float(x) for x in embed([text])[0]]
 
 
 def ready_for_queries() -> bool:
-    """Whether this process has loaded the model and settled its query path (warm)."""
-    return _query_encoder_built
+    """Whether this process has loaded the model and settled how it embeds (warm)."""
+    return _encoder_built
 
 
-class QueryEncoder:
-    """One query at a time through a TorchScript trace of the model: word pieces, the transformer,
-    mean pooling and normalization as one graph, run by torch's C++ interpreter.
+class TracedEncoder:
+    """The model as one TorchScript trace: word pieces, the transformer, mean pooling over the
+    attention mask and normalization, one graph run by torch's C++ interpreter.
 
-    A search embeds one short text, where `SentenceTransformer.encode` spends much of its time in
-    Python: the tokenizer wrapper, batching, and a hundred-odd module calls, each of which takes the
-    GIL again after its kernel. In a web process other request threads hold the GIL for up to the
-    switch interval (5 ms) each time, so an encode that takes 15 ms alone took 700 ms beside one
-    busy Python thread (measured on this 2-core machine); the trace takes it once per call (96 ms
-    in the same test, 13.5 ms alone against 17 ms for `encode`).
+    `SentenceTransformer.encode` spends part of its time in Python: the tokenizer wrapper, batching,
+    and a hundred-odd module calls per batch, each of which takes the GIL again after its kernel.
+    - A search embeds one short text in a web process, where other request threads hold the GIL
+      for up to the switch interval (5 ms) each time: an encode that takes 15 ms alone took 700 ms
+      beside one busy Python thread (measured on this 2-core machine); the trace takes the GIL once
+      per call (96 ms in the same test, 13.5 ms alone against 17 ms for `encode`).
+    - Indexing embeds a file's chunks in batches: 68 chunks/s against 65 for `encode` on one thread
+      (984 chunks of bench/indexing.py's files, file by file, batches of 8).
 
-    A trace records the operations of one example, so it is used only where that recording holds:
-    one unpadded sequence (attention mask all ones). Indexing, which pads batches, keeps `encode`.
-    `build` checks the trace against `encode` on texts of several lengths (one past the 256-piece
-    window) and returns None, leaving `encode` in charge, if they differ or tracing fails."""
+    The trace is recorded on a padded batch, so the mask is part of the graph and padding is handled
+    as `encode` handles it. `build` checks it against `encode` on texts one at a time and as one
+    padded batch (one text past the 256-piece window) and returns None, leaving `encode` in charge,
+    if they differ or tracing fails."""
 
     TOLERANCE = 1e-4
 
@@ -138,7 +139,7 @@ class QueryEncoder:
 
         tokenizer = Tokenizer.from_file(str(model_path() / "tokenizer.json"))
         tokenizer.enable_truncation(int(model.max_seq_length))
-        tokenizer.no_padding()
+        tokenizer.enable_padding()  # to the longest text of each batch, as encode pads
         self._tokenizer = tokenizer
         self._torch = torch
 
@@ -147,29 +148,41 @@ class QueryEncoder:
                 super().__init__()
                 self.transformer = transformer
 
-            def forward(self, input_ids: Any, token_type_ids: Any) -> Any:
-                mask = torch.ones_like(input_ids)
-                hidden = self.transformer(input_ids=input_ids, attention_mask=mask,
+            def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+                hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask,
                                           token_type_ids=token_type_ids).last_hidden_state
-                return torch.nn.functional.normalize(hidden.mean(dim=1), p=2.0, dim=1)
+                weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-9)
+                return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
         with torch.no_grad():
-            example = self._features("a query to trace the model with")
+            example = self._features(["a text to trace the model with",
+                                      "and a longer one, so that the example batch has padding in it"])
             traced = torch.jit.trace(Forward(model[0].auto_model).eval(), example, check_trace=False)
             self._graph = torch.jit.freeze(traced.eval())
 
-    def _features(self, text: str) -> tuple[Any, Any]:
-        encoding = self._tokenizer.encode(text)
-        ids = self._torch.tensor([encoding.ids], dtype=self._torch.long)
-        return ids, self._torch.tensor([encoding.type_ids], dtype=self._torch.long)
+    def _features(self, texts: list[str]) -> tuple[Any, Any, Any]:
+        encodings = self._tokenizer.encode_batch(texts)
+        torch = self._torch
+        return (torch.tensor([e.ids for e in encodings], dtype=torch.long),
+                torch.tensor([e.attention_mask for e in encodings], dtype=torch.long),
+                torch.tensor([e.type_ids for e in encodings], dtype=torch.long))
 
-    def encode(self, text: str) -> list[float]:
+    def encode(self, texts: list[str], *, batch_size: int = BATCH_SIZE) -> np.ndarray:
+        """Unit-length vectors, one row per text. Batches hold texts of similar length (longest
+        first, as encode sorts them), so little of each is padding."""
+        import numpy as np
+
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out = np.empty((len(texts), DIMENSIONS), dtype=np.float32)
         with self._torch.no_grad():
-            vector = self._graph(*self._features(text))
-        return [float(x) for x in vector[0].tolist()]
+            for first in range(0, len(order), batch_size):
+                rows = order[first:first + batch_size]
+                out[rows] = self._graph(*self._features([texts[i] for i in rows])).numpy()
+        return out
 
     @classmethod
-    def build(cls, model: Any) -> QueryEncoder | None:
+    def build(cls, model: Any) -> TracedEncoder | None:
         import logging
         import warnings
 
@@ -187,8 +200,8 @@ class QueryEncoder:
             # The tracer's notes on the Python values it records as constants (the check below is
             # what tells whether the trace holds), and torch.jit's deprecation in favour of
             # torch.compile (which needs a compiler toolchain and minutes per process; a torch
-            # without torch.jit makes this fail, and queries go through encode()). Filters, not
-            # catch_warnings(): that is not thread-safe, and this runs on a search thread.
+            # without torch.jit makes this fail, and everything goes through encode()). Filters,
+            # not catch_warnings(): that is not thread-safe, and this may run on a search thread.
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
             # transformers notes an attribute the tracer reads while walking the module.
@@ -196,29 +209,30 @@ class QueryEncoder:
             encoder = cls(model)
             expected = model.encode(probes, normalize_embeddings=True, convert_to_numpy=True,
                                     show_progress_bar=False)
-            got = np.asarray([encoder.encode(text) for text in probes], dtype=np.float32)
+            one_by_one = np.concatenate([encoder.encode([text]) for text in probes])
+            batched = encoder.encode(probes, batch_size=len(probes))  # padded to the longest
         except Exception:  # any failure leaves encode() in charge
-            log.warning("the traced query encoder could not be built; queries use encode()", exc_info=True)
+            log.warning("the traced encoder could not be built; texts are embedded by encode()", exc_info=True)
             return None
-        drift = float(np.abs(expected - got).max())
+        drift = max(float(np.abs(expected - one_by_one).max()), float(np.abs(expected - batched).max()))
         if drift > cls.TOLERANCE:
-            log.warning("the traced query encoder differs from encode() by %.2g; queries use encode()", drift)
+            log.warning("the traced encoder differs from encode() by %.2g; texts are embedded by encode()", drift)
             return None
         return encoder
 
 
-_query_encoder: QueryEncoder | None = None
-_query_encoder_built = False
+_encoder: TracedEncoder | None = None
+_encoder_built = False
 
 
-def get_query_encoder() -> QueryEncoder | None:
-    """This process's traced query encoder, built on first use (None: use `encode`)."""
-    global _query_encoder, _query_encoder_built
-    if not _query_encoder_built:
+def get_encoder() -> TracedEncoder | None:
+    """This process's traced encoder, built on first use (None: use `encode`)."""
+    global _encoder, _encoder_built
+    if not _encoder_built:
         model = get_model()
         with _lock:
-            if not _query_encoder_built:
-                if settings.EMBEDDING_TRACED_QUERIES:
-                    _query_encoder = QueryEncoder.build(model)
-                _query_encoder_built = True
-    return _query_encoder
+            if not _encoder_built:
+                if settings.EMBEDDING_TRACED:
+                    _encoder = TracedEncoder.build(model)
+                _encoder_built = True
+    return _encoder

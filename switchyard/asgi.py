@@ -86,12 +86,12 @@ def _warm_up_search() -> None:
     def warm() -> None:
         from django.db import close_old_connections, connection
 
-        from search.embeddings import get_query_encoder
+        from search.embeddings import get_encoder
         from workspace.models import Workspace
 
         try:
             if Workspace.objects.filter(intelligence=True).exists():
-                get_query_encoder()
+                get_encoder()
         except Exception:
             log.warning("search warm-up failed; the first search loads the model", exc_info=True)
         finally:

@@ -172,8 +172,9 @@ CHROMA_URL = env_str("CHROMA_URL", "").strip() or f"http://127.0.0.1:{env_int('C
 EMBEDDING_DEVICE = env_str("EMBEDDING_DEVICE", "cpu")
 # torch threads per process: several processes share the cores (see search/embeddings.py).
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 1, minimum=1)
-# Queries through a TorchScript trace of the model, checked against encode() when built.
-EMBEDDING_TRACED_QUERIES = env_bool("EMBEDDING_TRACED_QUERIES", default=True)
+# Texts (queries and documents) through a TorchScript trace of the model, checked against
+# encode() when built.
+EMBEDDING_TRACED = env_bool("EMBEDDING_TRACED", default=True)
 # Web processes load the model at start when any workspace is in intelligence mode.
 SEARCH_WARM_UP = env_bool("SEARCH_WARM_UP", default=True)
 LLM_BASE_URL = env_str("LLM_BASE_URL", "").strip()

@@ -1,4 +1,5 @@
-"""The traced query encoder gives the model's own vectors, and steps aside when it cannot."""
+"""The traced encoder gives the model's own vectors, for queries and for batches of chunks, and
+steps aside when it cannot."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -25,15 +26,15 @@ def _reference(texts: list[str]) -> np.ndarray:
 
 @pytest.fixture
 def fresh_encoder(monkeypatch):
-    """Forget this process's encoder so that get_query_encoder builds one under the test's settings."""
-    monkeypatch.setattr(embeddings, "_query_encoder", None)
-    monkeypatch.setattr(embeddings, "_query_encoder_built", False)
+    """Forget this process's encoder so that get_encoder builds one under the test's settings."""
+    monkeypatch.setattr(embeddings, "_encoder", None)
+    monkeypatch.setattr(embeddings, "_encoder_built", False)
 
 
 def test_a_query_embeds_to_the_vector_encode_gives_for_any_length():
     """GIVEN texts from one letter to past the 256-piece window, with non-ASCII text WHEN embedded as
     queries THEN each vector is the one SentenceTransformer.encode gives, of unit length."""
-    assert embeddings.get_query_encoder() is not None
+    assert embeddings.get_encoder() is not None
     got = np.asarray([embeddings.embed_query(text) for text in QUERIES], dtype=np.float32)
     assert got.shape == (len(QUERIES), embeddings.DIMENSIONS)
     assert np.abs(got - _reference(QUERIES)).max() < 1e-5
@@ -49,27 +50,45 @@ def test_concurrent_queries_each_get_their_own_vector():
     assert np.abs(got - _reference(texts)).max() < 1e-5
 
 
+def test_chunks_embed_in_padded_batches_to_the_vectors_encode_gives():
+    """GIVEN the chunks of a Markdown file and texts from one letter to past the 256-piece window
+    WHEN embedded as documents, in batches where most rows are padded THEN
+    every row is the vector encode gives for that text, in the order the texts were given."""
+    from search.chunking import chunk_document
+    from search.extract import extract
+
+    body = "\n\n".join(f"## Part {i}\n\n" + " ".join(["The harbour pilot boards the tanker at dawn."] * (i % 7 + 1))
+                        for i in range(30)).encode()
+    texts = [c.embed_text for c in chunk_document(extract("notes/report.md", body))] + QUERIES
+    assert embeddings.get_encoder() is not None
+    for batch_size in (1, 3, embeddings.BATCH_SIZE, len(texts)):
+        got = embeddings.embed(texts, batch_size=batch_size)
+        assert got.shape == (len(texts), embeddings.DIMENSIONS) and got.dtype == np.float32
+        assert np.abs(got - _reference(texts)).max() < 1e-5, batch_size
+
+
 def test_a_trace_that_disagrees_with_encode_is_not_used(fresh_encoder, monkeypatch, caplog):
     """GIVEN a check the trace cannot pass WHEN the encoder is built THEN it is refused with a
     warning and queries are embedded by encode(), with the same vectors."""
-    monkeypatch.setattr(embeddings.QueryEncoder, "TOLERANCE", -1.0)
-    assert embeddings.get_query_encoder() is None
+    monkeypatch.setattr(embeddings.TracedEncoder, "TOLERANCE", -1.0)
+    assert embeddings.get_encoder() is None
     assert "differs from encode()" in caplog.text
     vector = np.asarray(embeddings.embed_query(QUERIES[2]), dtype=np.float32)
     assert np.abs(vector - _reference([QUERIES[2]])[0]).max() < 1e-6
 
 
 def test_the_trace_can_be_turned_off(fresh_encoder, settings):
-    """GIVEN EMBEDDING_TRACED_QUERIES off THEN no trace is built and queries still embed."""
-    settings.EMBEDDING_TRACED_QUERIES = False
-    assert embeddings.get_query_encoder() is None
+    """GIVEN EMBEDDING_TRACED off THEN no trace is built and queries and documents still embed."""
+    settings.EMBEDDING_TRACED = False
+    assert embeddings.get_encoder() is None
+    assert np.abs(embeddings.embed(QUERIES) - _reference(QUERIES)).max() < 1e-6
     vector = np.asarray(embeddings.embed_query(QUERIES[1]), dtype=np.float32)
     assert np.abs(vector - _reference([QUERIES[1]])[0]).max() < 1e-6
 
 
 def test_a_web_process_loads_the_model_at_start_when_a_workspace_is_in_intelligence_mode(transactional_db):
     """GIVEN a workspace in intelligence mode WHEN a web process starts THEN it loads the model and
-    builds its query path by itself, before any search (its health says `model: loaded`), so the
+    builds its traced encoder by itself, before any search (its health says `model: loaded`), so the
     first search does not wait for it."""
     import time
 
