@@ -41,6 +41,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from switchyard.mcp_server import endpoint as mcp_endpoint  # noqa: E402
 from switchyard.mcp_server import is_mcp_path  # noqa: E402
 from workspace.routing import websocket_urlpatterns  # noqa: E402
+from workspace.services.lock_queue import (  # noqa: E402
+    close_this_loops_wait_client,
+    wait_on_this_loop_with_a_shared_client,
+)
 from workspace.ws_auth import TokenOrSessionAuthMiddleware  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -61,9 +65,11 @@ async def lifespan(receive: Any, send: Any) -> None:
         async with mcp_endpoint.running():
             await send({"type": "lifespan.startup.complete"})
             started = True
+            wait_on_this_loop_with_a_shared_client()
             _warm_up_search()
             while (await receive())["type"] != "lifespan.shutdown":
                 pass
+            await close_this_loops_wait_client()
     except Exception as exc:
         log.exception("ASGI lifespan failed")
         phase = "shutdown" if started else "startup"

@@ -177,3 +177,43 @@ def test_batches_in_opposite_orders_never_deadlock(team, live):
     report = check_lock_log(all_events(team.owner, team.ws))
     assert report.grants == 2 * rounds * len(paths)
     assert report.fenced_writes == 2 * rounds
+
+
+def _wait_connections(client: Any) -> int:
+    import os
+
+    name = f"switchyard-lock-wait-{os.getpid()}"
+    return sum(1 for entry in client.client_list() if entry.get("name") == name)
+
+
+def test_waits_on_the_server_loop_share_a_connection_and_other_loops_close_theirs(redis_server):
+    """GIVEN the web server's event loop (marked at ASGI lifespan startup) WHEN twenty lock waits
+    run on it one after another, each woken through Redis THEN they all use one pooled connection,
+    which stays open until shutdown; waits on a loop made for one call close their connection."""
+    import asyncio
+
+    from workspace.redis import get_redis
+    from workspace.services import lock_queue
+
+    redis = get_redis()
+
+    async def twenty_waits(*, server_loop: bool) -> float:
+        if server_loop:
+            lock_queue.wait_on_this_loop_with_a_shared_client()
+        started = time.monotonic()
+        for i in range(20):
+            key = lock_queue._WAKE_KEY.format(ticket=f"test-{i}")
+            redis.lpush(key, 1)
+            await lock_queue._wait_for_wake(key, 5)
+        return time.monotonic() - started
+
+    async def on_server_loop() -> tuple[float, int]:
+        took = await twenty_waits(server_loop=True)
+        open_after = _wait_connections(redis)
+        await lock_queue.close_this_loops_wait_client()  # as the lifespan does at shutdown
+        return took, open_after
+
+    took, open_after = asyncio.run(on_server_loop())
+    assert took < 5 and open_after == 1  # woken each time, not timed out; one connection kept
+    assert asyncio.run(twenty_waits(server_loop=False)) < 5
+    assert _wait_connections(redis) == 0
