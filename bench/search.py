@@ -86,12 +86,11 @@ def fill(server: Server, ws: str, goal: int, pool: list[str], start: int) -> int
         missing = goal - chunks
         files = max(1, min(200, -(-missing // int(SECTIONS_PER_FILE * 0.95))))
 
-        def put(n: int) -> None:
-            with server.client() as api:
+        with server.client() as api, ThreadPoolExecutor(max_workers=4) as writers:  # one thread-safe client
+            def put(n: int) -> None:
                 api.put(f"/api/v1/workspaces/{ws}/files/notes/{n:06d}.md",
                         content=make_file(random.Random(n), pool, n).encode()).raise_for_status()
 
-        with ThreadPoolExecutor(max_workers=4) as writers:
             list(writers.map(put, range(number, number + files)))
         number += files
         while True:
