@@ -154,18 +154,18 @@ def _wake(tickets: list[int]) -> None:
         log.warning("could not wake lock waiters: %s", exc)
 
 
-# The Redis client each long-lived event loop (a web process's server loop) waits with. A new
-# client per wait cost 1.6 ms of CPU on that loop (connecting and its handshake), against 0.2 ms
-# for a wait on a pooled connection: a lock with thirty waiters starts one wait per grant.
+# The Redis client each long-lived event loop (a web process's server loop) waits with: marked
+# loops are keys, their client is made on the first wait. A new client per wait cost 1.6 ms of CPU
+# on that loop (connecting and its handshake), against 0.2 ms for a wait on a pooled connection: a
+# lock with thirty waiters starts one wait per grant.
 _loop_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-_long_lived_loops: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
 
 
 def wait_on_this_loop_with_a_shared_client() -> None:
     """Mark the running loop as the server's (the ASGI lifespan calls this at startup): lock waits
     on it share one pooled Redis client. Waits on any other loop (one that async_to_sync makes for
     a single call, outside a server) open their own client and close it."""
-    _long_lived_loops.add(asyncio.get_running_loop())
+    _loop_clients.setdefault(asyncio.get_running_loop(), None)
 
 
 async def close_this_loops_wait_client() -> None:
@@ -179,8 +179,8 @@ async def _wait_for_wake(key: str, timeout: float) -> None:
     import redis.asyncio
 
     loop = asyncio.get_running_loop()
-    shared = loop in _long_lived_loops
-    client = _loop_clients.get(loop) if shared else None
+    shared = loop in _loop_clients
+    client = _loop_clients.get(loop)
     if client is None:
         client = redis.asyncio.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=2,
                                               client_name=f"switchyard-lock-wait-{os.getpid()}")
