@@ -57,8 +57,8 @@ def make_file(rng: random.Random, pool: list[str], number: int) -> str:
     return "\n".join(sections)
 
 
-def chunk_total(server: Server, ws: str, *, files: list[int] | None = None) -> tuple[int, int]:
-    """(chunks indexed, files pending) from the index state listing; `files` gets the file count."""
+def chunk_total(server: Server, ws: str) -> tuple[int, int, int]:
+    """(chunks indexed, files pending, files) from the index state listing."""
     chunks = pending = count = 0
     cursor = None
     with server.client() as api:
@@ -72,15 +72,13 @@ def chunk_total(server: Server, ws: str, *, files: list[int] | None = None) -> t
             pending = page["counts"]["pending"]
             cursor = page["next"]
             if not cursor:
-                if files is not None:
-                    files.append(count)
-                return chunks, pending
+                return chunks, pending, count
 
 
 def fill(server: Server, ws: str, goal: int, pool: list[str], start: int) -> int:
     """Write files until the workspace holds at least `goal` chunks; return the next file number."""
     number = start
-    chunks, _ = chunk_total(server, ws)
+    chunks, _, _ = chunk_total(server, ws)
     started = time.monotonic()
     while chunks < goal:
         missing = goal - chunks
@@ -94,7 +92,7 @@ def fill(server: Server, ws: str, goal: int, pool: list[str], start: int) -> int
             list(writers.map(put, range(number, number + files)))
         number += files
         while True:
-            chunks, pending = chunk_total(server, ws)
+            chunks, pending, _ = chunk_total(server, ws)
             print(f"\rchunks {chunks}/{goal} pending files {pending} "
                   f"({time.monotonic() - started:.0f}s)", end="", file=sys.stderr, flush=True)
             if pending == 0:
@@ -181,12 +179,11 @@ def main() -> None:
                 response.raise_for_status()
                 ws = response.json()["id"]
         bare = Bare(chroma_url) if chroma_url else None
-        existing: list[int] = []
-        chunk_total(server, ws, files=existing)
-        number = existing[0]  # new files after those an earlier run wrote (notes/NNNNNN.md)
+        # New files are numbered after those an earlier run wrote (notes/NNNNNN.md).
+        _, _, number = chunk_total(server, ws)
         for level in LEVELS:
             number = fill(server, ws, level, pool, number)
-            chunks, _ = chunk_total(server, ws)
+            chunks, _, _ = chunk_total(server, ws)
             result: dict[str, Any] = {"chunks": chunks}
             for mode in ("hybrid", "semantic", "keyword"):
                 result[mode] = http_latency(server, ws, texts, mode, SAMPLES if mode == "hybrid" else SAMPLES // 2)

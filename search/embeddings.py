@@ -203,20 +203,24 @@ class TracedEncoder:
             # without torch.jit makes this fail, and everything goes through encode()). Filters,
             # not catch_warnings(): that is not thread-safe, and this may run on a search thread.
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated",
+                                    category=DeprecationWarning)
             # transformers notes an attribute the tracer reads while walking the module.
-            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                    category=FutureWarning)
             encoder = cls(model)
             expected = model.encode(probes, normalize_embeddings=True, convert_to_numpy=True,
                                     show_progress_bar=False)
             one_by_one = np.concatenate([encoder.encode([text]) for text in probes])
             batched = encoder.encode(probes, batch_size=len(probes))  # padded to the longest
         except Exception:  # any failure leaves encode() in charge
-            log.warning("the traced encoder could not be built; texts are embedded by encode()", exc_info=True)
+            log.warning("the traced encoder could not be built; texts are embedded by encode()",
+                        exc_info=True)
             return None
         drift = max(float(np.abs(expected - one_by_one).max()), float(np.abs(expected - batched).max()))
         if drift > cls.TOLERANCE:
-            log.warning("the traced encoder differs from encode() by %.2g; texts are embedded by encode()", drift)
+            log.warning("the traced encoder differs from encode() by %.2g; texts are embedded by encode()",
+                        drift)
             return None
         return encoder
 

@@ -113,7 +113,8 @@ def postings_insert(*, workspace_id: str, chunks: Iterable[tuple[int, Counter[st
     rows = []
     for chunk_id, counts in chunks:
         length = sum(counts.values())
-        rows += [(chunk_id, workspace_id, term, tf, length, term_weight(tf=tf, length=length, avgdl=NOMINAL_LENGTH))
+        rows += [(chunk_id, workspace_id, term, tf, length,
+                  term_weight(tf=tf, length=length, avgdl=NOMINAL_LENGTH))
                  for term, tf in counts.items()]
     if rows:
         table = connection.ops.quote_name(Posting._meta.db_table)

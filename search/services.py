@@ -268,7 +268,8 @@ def _commit(*, state_id: int, outcome: _Outcome) -> list[str]:
                       length=sum(terms.values()))
                 for spec, vid, terms in zip(outcome.specs, outcome.ids, counts, strict=True)]
         Chunk.objects.bulk_create(rows, batch_size=500)  # sets each row's pk (SQLite and PostgreSQL)
-        keyword.postings_insert(workspace_id=ws, chunks=[(row.pk, terms) for row, terms in zip(rows, counts, strict=True)])
+        keyword.postings_insert(workspace_id=ws,
+                                chunks=[(row.pk, terms) for row, terms in zip(rows, counts, strict=True)])
         keyword.adjust_frequencies(workspace_id=ws, delta=frequencies)
         _adjust_totals(ws, chunks=len(rows) - len(old),
                        tokens=sum(r.length for r in rows) - sum(length for _, _, length in old))
