@@ -16,6 +16,10 @@ lock acquire/release pairs (with both removed, an authenticated no-op over HTTP 
   an executor from a pool of idle ones. An executor goes back to the pool only once its thread is
   idle: a view still running for a client that went away finishes before anyone else's request is
   queued behind it.
+
+The request's event announcements (Redis PUBLISHes for live clients) are handed to the publisher
+thread once the response has been sent, not while the request still needs the GIL
+(`hold_announcements` in workspace/services/events.py).
 """
 from __future__ import annotations
 
@@ -25,6 +29,8 @@ from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.handlers.asgi import ASGIHandler
+
+from workspace.services.events import hold_announcements, release_announcements
 
 
 class _ExecutorPool:
@@ -73,10 +79,12 @@ class SyncChainASGIHandler(ASGIHandler):
         if scope["type"] != "http":
             raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
         executor = self.executors.take()
+        held = hold_announcements()
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
+            release_announcements(held)
             self.executors.give(executor)
 
 

@@ -108,3 +108,42 @@ def test_the_pool_keeps_at_most_its_size():
     assert len(pool) == 2
     shut = [e for e in executors if e._shutdown]
     assert len(shut) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_requests_announcements_go_to_the_publisher_after_its_response(monkeypatch, make_user):
+    """GIVEN the handler WHEN a request records events (creating a workspace, then a file) THEN
+    its announcements reach the publisher thread only once the whole response has been sent, in
+    the order they were recorded; outside a request they are handed over at once."""
+    from workspace.services import events
+
+    owner = make_user("hana")
+    handed: list[tuple[str, int]] = []
+    communicators: list[ApplicationCommunicator] = []
+    monkeypatch.setattr(events._publisher, "send",
+                        lambda channel, data: handed.append((channel, communicators[-1].output_queue.qsize())))
+    app = SyncChainASGIHandler()
+    payload = json.dumps({"name": "held"}).encode()
+    headers = [(b"authorization", f"Bearer {owner.token}".encode()), (b"content-type", b"application/json"),
+               (b"content-length", str(len(payload)).encode())]
+
+    async def run() -> tuple[int, bytes]:
+        communicator = ApplicationCommunicator(app, _scope("POST", "/api/v1/workspaces", headers))
+        communicators.append(communicator)
+        await communicator.send_input({"type": "http.request", "body": payload})
+        await communicator.wait(10)  # the app has finished: both response messages are queued
+        start = await communicator.receive_output(1)
+        body = await communicator.receive_output(1)
+        return start["status"], body["body"]
+
+    status, body = asyncio.run(run())
+    assert status == 201, body
+    assert handed, "the workspace's events were announced"
+    assert all(queued == 2 for _, queued in handed), handed  # after the response start and body
+    ws = json.loads(body)["id"]
+    assert {channel for channel, _ in handed} == {f"switchyard__group__{events.events_group(ws)}"}
+
+    handed.clear()
+    communicators.append(ApplicationCommunicator(app, _scope("GET", "/")))  # nothing queued on it
+    events.publish_to_channel_layer(events.events_group(ws), {"type": "event.message", "event": {"seq": 0}})
+    assert handed == [(f"switchyard__group__{events.events_group(ws)}", 0)]

@@ -7,6 +7,7 @@ the channel layer (browsers, WebSocket clients) and to the listeners in `workspa
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import os
 import queue
@@ -128,7 +129,11 @@ def publish_to_channel_layer(group: str, message: dict[str, Any]) -> None:
         if layer is None:
             return
         if _is_pubsub_layer(layer):
-            _publisher.send(_group_channel(layer, group), layer.serialize(message))
+            held = _held.get()
+            if held is not None:
+                held.append((_group_channel(layer, group), layer.serialize(message)))
+            else:
+                _publisher.send(_group_channel(layer, group), layer.serialize(message))
             return
         from asgiref.sync import async_to_sync
 
@@ -179,6 +184,10 @@ class _Publisher:
     def _run(self) -> None:
         from workspace.redis import get_redis
 
+        # One connection of its own, written to directly: the commands of a batch go out in one
+        # write and their replies are read back in order. A pipeline object per batch (and the
+        # pool's checks on every checkout) cost this thread twice the CPU of the PUBLISHes.
+        connection = None
         while True:
             batch = [self._queue.get()]
             while len(batch) < 200:
@@ -186,14 +195,18 @@ class _Publisher:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            commands = [("PUBLISH", *item) for item in batch if item is not None]
             try:
-                pipe = get_redis().pipeline(transaction=False)
-                for item in batch:
-                    if item is not None:
-                        pipe.publish(*item)
-                pipe.execute()
+                if commands:
+                    if connection is None:
+                        connection = get_redis().connection_pool.make_connection()
+                    connection.send_packed_command(connection.pack_commands(commands))
+                    for _ in commands:
+                        connection.read_response()
             except Exception as exc:  # a down Redis must never fail anything: clients refill gaps
-                log.warning("could not publish %d announcement(s): %s", len(batch), exc)
+                log.warning("could not publish %d announcement(s): %s", len(commands), exc)
+                if connection is not None:
+                    connection.disconnect()  # replies may be half read: start afresh next time
             with self._done:
                 self._pending -= len(batch)
                 self._done.notify_all()
@@ -201,6 +214,26 @@ class _Publisher:
 
 _publisher = _Publisher()
 atexit.register(_publisher.flush)
+
+# The announcements of the HTTP request being served, held until its response has gone out.
+_held: contextvars.ContextVar[list[tuple[str, bytes]] | None] = contextvars.ContextVar(
+    "switchyard_held_announcements", default=None)
+
+
+def hold_announcements() -> contextvars.Token[list[tuple[str, bytes]] | None]:
+    """From here on in this context (an HTTP request: the handler's task and the threads it runs
+    the request on), announcements are held instead of handed to the publisher thread. Waking
+    that thread while the request is still running makes it compete with the request for the
+    GIL: in a web process that cost more than the PUBLISH itself, on the response's time."""
+    return _held.set([])
+
+
+def release_announcements(token: contextvars.Token[list[tuple[str, bytes]] | None]) -> None:
+    """Hand the held announcements to the publisher, in order (the response has been sent)."""
+    held = _held.get()
+    _held.reset(token)
+    for channel, data in held or ():
+        _publisher.send(channel, data)
 
 
 def flush_announcements(timeout: float = 2.0) -> bool:
