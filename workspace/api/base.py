@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from workspace.api import fast_input
 from workspace.errors import Conflict, Invalid, TooLarge, Unprocessable
 from workspace.models import IdempotencyRecord
 from workspace.ratelimit import token_rate_check
@@ -34,6 +35,10 @@ class ApiView(APIView):
         """Validate the JSON body with `serializer_class`; a body that is not an object is a 400."""
         if not isinstance(self.request.data, dict):
             raise Invalid("invalid_body", "The request body must be a JSON object.")
+        if not partial:
+            validated = fast_input.parse(serializer_class, self.request.data)
+            if validated is not None:
+                return validated
         serializer = serializer_class(data=self.request.data, partial=partial)
         serializer.is_valid(raise_exception=True)
         return dict(serializer.validated_data)

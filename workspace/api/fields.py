@@ -5,7 +5,10 @@ from typing import Any
 
 from rest_framework import serializers
 
+from workspace.api.fast_input import plain
 
+
+@plain
 class StrictCharField(serializers.CharField):
     """A string, and only a string: DRF's CharField would turn 7 into "7" (a path named "7")."""
 

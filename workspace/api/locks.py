@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from workspace.access import Access, workspace_for
+from workspace.api import fast_input
 from workspace.api.base import ApiView, idempotent
 from workspace.api.pagination import keyset_page
 from workspace.api.schema import errors, page_of
@@ -21,6 +22,7 @@ from workspace.paths import validate_prefix
 from workspace.services import locks as svc
 
 
+@fast_input.plain
 class StrictFloatField(serializers.FloatField):
     """A JSON number; `true` is not 1."""
 
@@ -30,6 +32,7 @@ class StrictFloatField(serializers.FloatField):
         return float(super().to_internal_value(data))
 
 
+@fast_input.plain
 class StrictIntegerField(serializers.IntegerField):
     def to_internal_value(self, data: Any) -> int:
         if isinstance(data, bool):
@@ -46,6 +49,7 @@ def _wait_field() -> serializers.FloatField:
     return StrictFloatField(min_value=0, max_value=svc.MAX_WAIT_SECONDS, default=0)
 
 
+@fast_input.plain
 class PathField(serializers.CharField):
     """A path exactly as sent: a JSON string (not a number), never trimmed."""
 
