@@ -21,7 +21,9 @@ class Lock(models.Model):
         FORCE_RELEASED = "force_released", "Force released"
 
     id = models.CharField(primary_key=True, max_length=32, editable=False)
-    workspace = models.ForeignKey("workspace.Workspace", on_delete=models.CASCADE, related_name="locks")
+    # No index of its own: lock_path_token_idx and lock_token_idx both start with the workspace.
+    workspace = models.ForeignKey("workspace.Workspace", on_delete=models.CASCADE, related_name="locks",
+                                  db_index=False)
     # A file path, or a subtree when it ends in '/'.
     path = models.CharField(max_length=1024)
     holder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
