@@ -221,3 +221,30 @@ def test_a_write_treats_a_due_lock_as_gone_and_records_its_expiry_first(setup):
     types = list(Event.objects.filter(workspace=setup["ws"]).exclude(type__in=["workspace.created", "member.set"])
                  .values_list("type", flat=True))
     assert types == ["lock.acquired", "lock.expired", "file.written"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_release_wakes_the_head_waiter_and_looks_no_further_when_nobody_waits(setup, monkeypatch):
+    """The release statement itself says whether anyone waits: with a waiter queued on the path,
+    the release wakes exactly that waiter after commit; with nobody waiting, no other statement
+    reads the queue and nobody is woken."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from workspace.services import lock_queue
+
+    woken: list[list[int]] = []
+    monkeypatch.setattr(lock_queue, "_wake", lambda tickets: woken.append(list(tickets)))
+    ws = setup["ws"]
+    lock = svc.lock_acquire(access=setup["ada_access"], paths=["notes/a.md"])[0]
+    with CaptureQueriesContext(connection) as queries:
+        svc.lock_release(access=setup["ada_access"], lock_id=lock.id)
+    assert woken == []
+    reading_the_queue = [q["sql"] for q in queries if "lockwaiter" in q["sql"]]
+    assert len(reading_the_queue) == 1 and reading_the_queue[0].startswith("UPDATE"), reading_the_queue
+
+    lock = svc.lock_acquire(access=setup["ada_access"], paths=["notes/a.md"])[0]
+    ticket = lock_queue.waiter_enqueue(ws.id, setup["bert"].user, ["notes/a.md"])
+    other = lock_queue.waiter_enqueue(ws.id, setup["bert"].user, ["elsewhere.md"])
+    svc.lock_release(access=setup["ada_access"], lock_id=lock.id)
+    assert woken == [[ticket]], (ticket, other)

@@ -114,16 +114,23 @@ def waiter_leave(workspace_id: str, ticket: int) -> None:
         return
 
 
-def wake_heads_on_commit(workspace_id: str, paths: list[str], *, now: datetime) -> None:
+def live_waiters_sql(workspace_column: str = "%s") -> str:
+    """A condition true when the workspace has a live waiter (placeholders: the workspace unless
+    `workspace_column` names it, then the time); a statement that ends a lock can return it."""
+    return f"EXISTS (SELECT 1 FROM {_WAITER} w WHERE w.workspace_id = {workspace_column} AND w.alive_until > %s)"
+
+
+def wake_heads_on_commit(workspace_id: str, paths: list[str], *, now: datetime, waiting: bool | None = None) -> None:
     """After commit, wake the waiters that may now be served: those overlapping `paths` that
-    have no earlier live waiter overlapping them."""
-    if not paths:
+    have no earlier live waiter overlapping them. `waiting` is whether the workspace has live
+    waiters, when the caller already knows (`live_waiters_sql`); otherwise it is looked up."""
+    if not paths or waiting is False:
         return
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {_WAITER} WHERE workspace_id = %s AND alive_until > %s LIMIT 1",
-                       [workspace_id, adapt_time(now)])
-        if cursor.fetchone() is None:
-            return
+    if waiting is None:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {live_waiters_sql()}", [workspace_id, adapt_time(now)])
+            if not cursor.fetchone()[0]:
+                return
     rows = LockWaiterPath.objects.filter(workspace_id=workspace_id, waiter__alive_until__gt=now) \
         .order_by("waiter_id").values_list("waiter_id", "path")
     queue: dict[int, list[str]] = {}

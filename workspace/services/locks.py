@@ -43,6 +43,7 @@ from workspace.services.lock_queue import (
     as_utc,
     covering_paths,
     db_now,
+    live_waiters_sql,
     paths_overlap,
     sleep_until_woken,
     waiter_delete,
@@ -275,15 +276,20 @@ def _expire(workspace_id: str, locks: list[Lock], *, now: datetime) -> int:
     return len(locks)
 
 
+_INSERT_COLUMNS = ["id", "workspace_id", "path", "holder_id", "on_behalf_of_id", "token", "reason", "ttl_seconds",
+                   "acquired_at", "expires_at", "renewals", "state"]
+_INSERT = f"INSERT INTO {_LOCK} ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_INSERT_COLUMNS))})"
+
+
 def _insert(locks: list[Lock]) -> None:
-    columns = ["id", "workspace_id", "path", "holder_id", "on_behalf_of_id", "token", "reason", "ttl_seconds",
-               "acquired_at", "expires_at", "renewals", "state"]
-    sql = f"INSERT INTO {_LOCK} ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+    rows = [[lock.id, lock.workspace_id, lock.path, lock.holder_id, lock.on_behalf_of_id, lock.token, lock.reason,
+             lock.ttl_seconds, adapt_time(lock.acquired_at), adapt_time(lock.expires_at), 0, Lock.State.ACTIVE.value]
+            for lock in locks]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [[
-            lock.id, lock.workspace_id, lock.path, lock.holder_id, lock.on_behalf_of_id, lock.token, lock.reason,
-            lock.ttl_seconds, adapt_time(lock.acquired_at), adapt_time(lock.expires_at), 0, Lock.State.ACTIVE.value,
-        ] for lock in locks])
+        if len(rows) == 1:
+            cursor.execute(_INSERT, rows[0])
+        else:
+            cursor.executemany(_INSERT, rows)
 
 
 # -- acquire ---------------------------------------------------------------------------------
@@ -421,19 +427,25 @@ def lock_renew(*, access: Access, lock_id: str, ttl_seconds: int | None = None) 
     return lock
 
 
-def _release_own(workspace_id: str, lock_id: str, user: Any, now: datetime) -> Lock | None:
-    """The common case in one statement: the holder ends its own live lock."""
+_RELEASE_OWN = (
+    f"UPDATE {_LOCK} SET state = %s, ended_at = %s, ended_by_id = %s"
+    f" WHERE id = %s AND workspace_id = %s AND holder_id = %s AND {_ACTIVE} AND expires_at > %s"
+    " RETURNING path, token, reason, ttl_seconds, acquired_at, expires_at, renewals, on_behalf_of_id, "
+    + live_waiters_sql("workspace_id")
+)
+
+
+def _release_own(workspace_id: str, lock_id: str, user: Any, now: datetime) -> tuple[Lock | None, bool | None]:
+    """The common case in one statement: the holder ends its own live lock. Also says whether
+    the workspace has live waiters (to wake after commit); None when no lock was ended."""
+    at = adapt_time(now)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {_LOCK} SET state = %s, ended_at = %s, ended_by_id = %s"
-            f" WHERE id = %s AND workspace_id = %s AND holder_id = %s AND {_ACTIVE} AND expires_at > %s"
-            " RETURNING path, token, reason, ttl_seconds, acquired_at, expires_at, renewals, on_behalf_of_id",
-            [Lock.State.RELEASED.value, adapt_time(now), user.pk, str(lock_id)[:64], workspace_id, user.pk,
-             adapt_time(now)])
+        cursor.execute(_RELEASE_OWN, [Lock.State.RELEASED.value, at, user.pk, str(lock_id)[:64], workspace_id,
+                                      user.pk, at, at])
         row = cursor.fetchone()
     if row is None:
-        return None
-    path, token, reason, ttl, acquired_at, expires_at, renewals, on_behalf_of_id = row
+        return None, None
+    path, token, reason, ttl, acquired_at, expires_at, renewals, on_behalf_of_id, waiting = row
     lock = Lock(id=lock_id, workspace_id=workspace_id, path=path, holder=user, token=token, reason=reason,
                 ttl_seconds=ttl, acquired_at=as_utc(acquired_at), expires_at=as_utc(expires_at),
                 renewals=renewals, state=Lock.State.RELEASED, ended_at=now, ended_by=user)
@@ -442,7 +454,7 @@ def _release_own(workspace_id: str, lock_id: str, user: Any, now: datetime) -> L
         lock.on_behalf_of = owner
     else:
         lock.on_behalf_of_id = on_behalf_of_id
-    return lock
+    return lock, bool(waiting)
 
 
 def lock_release(*, access: Access, lock_id: str) -> Lock:
@@ -453,7 +465,7 @@ def lock_release(*, access: Access, lock_id: str) -> Lock:
     with transaction.atomic():
         lock_workspace(ws_id)
         now = db_now()
-        lock = _release_own(ws_id, lock_id, user, now)
+        lock, waiting = _release_own(ws_id, lock_id, user, now)
         if lock is not None:
             event_record(workspace_id=ws_id, type="lock.released", actor=user, target=lock.path,
                          data=_event_data(lock, end=now))
@@ -475,7 +487,7 @@ def lock_release(*, access: Access, lock_id: str) -> Lock:
                 event_record(workspace_id=ws_id, type=f"lock.{state}", actor=user, target=lock.path,
                              data=_event_data(lock, end=now, **({"forced_by": user.username} if forced else {})))
         if gone is None:
-            wake_heads_on_commit(ws_id, [lock.path], now=now)
+            wake_heads_on_commit(ws_id, [lock.path], now=now, waiting=waiting)
     if gone is not None:
         raise gone
     return lock
