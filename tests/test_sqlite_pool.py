@@ -121,3 +121,41 @@ def test_the_pool_keeps_at_most_its_size_of_idle_connections(tmp_path, settings)
     assert kept[2] is None
     for conn, _ in kept[:2]:
         conn.close()
+
+
+def test_statements_are_converted_once_per_process_exactly_as_django_does(tmp_path):
+    """The backend's cursor turns "%s" into "?" (and "%%" into "%") as Django's does, and a
+    statement seen before is not converted again."""
+    from django.db.backends.sqlite3.base import SQLiteCursorWrapper
+
+    from switchyard.db.sqlite3.base import CursorWrapper, _qmark
+
+    db = wrapper(tmp_path / "qmark.sqlite3")
+    try:
+        with db.cursor() as cursor:
+            assert isinstance(cursor.cursor, CursorWrapper)
+            cursor.execute("CREATE TABLE t (a TEXT, b TEXT)")
+            sql = "INSERT INTO t (a, b) VALUES (%s, '100%%')"
+            before = _qmark.cache_info()
+            for value in ("x", "y"):
+                cursor.execute(sql, [value])
+            assert _qmark.cache_info().hits >= before.hits + 1
+            cursor.execute("SELECT a, b FROM t WHERE a LIKE %s ORDER BY a", ["%"])
+            assert cursor.fetchall() == [("x", "100%"), ("y", "100%")]
+        for query in (sql, "SELECT %s, '%%s', %s", "SELECT 1"):
+            assert CursorWrapper.convert_query(None, query) == SQLiteCursorWrapper.convert_query(None, query)
+    finally:
+        db.close()
+
+
+def test_datetimes_are_adapted_exactly_as_django_does(tmp_path):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+
+    db = wrapper(tmp_path / "times.sqlite3")
+    stock = DatabaseOperations(db)
+    moment = datetime(2026, 12, 7, 3, 4, 5, 678901, tzinfo=UTC)
+    for value in (moment, moment.replace(microsecond=0), moment.astimezone(timezone(timedelta(hours=5, minutes=30))),
+                  moment.replace(tzinfo=None), None):
+        assert db.ops.adapt_datetimefield_value(value) == stock.adapt_datetimefield_value(value), value

@@ -33,6 +33,7 @@ connections are kept (0 turns the pool off).
 from __future__ import annotations
 
 import collections
+import datetime
 import fcntl
 import functools
 import os
@@ -46,6 +47,7 @@ from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db.backends.sqlite3 import base
+from django.db.backends.sqlite3.operations import DatabaseOperations as _Operations
 from django.db.utils import OperationalError
 
 
@@ -261,7 +263,18 @@ class CursorWrapper(base.SQLiteCursorWrapper):
         return super().convert_query(query, param_names=param_names)
 
 
+class DatabaseOperations(_Operations):
+    def adapt_datetimefield_value(self, value: Any) -> Any:
+        """Django's, with the common case first: an aware UTC datetime on a UTC connection is
+        stored as its naive text, without the generic time-zone conversion (half the cost, and
+        every lock, lease and event statement passes one or two)."""
+        if getattr(value, "tzinfo", None) is datetime.UTC and self.connection.timezone is datetime.UTC:
+            return str(value.replace(tzinfo=None))
+        return super().adapt_datetimefield_value(value)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
     _writer_turn: WriterQueue | None = None
     _identity: tuple[int, int] | None = None
 
