@@ -147,3 +147,61 @@ def test_a_requests_announcements_go_to_the_publisher_after_its_response(monkeyp
     communicators.append(ApplicationCommunicator(app, _scope("GET", "/")))  # nothing queued on it
     events.publish_to_channel_layer(events.events_group(ws), {"type": "event.message", "event": {"seq": 0}})
     assert handed == [(f"switchyard__group__{events.events_group(ws)}", 0)]
+
+
+def test_held_announcements_are_handed_over_when_asked_and_at_release(monkeypatch):
+    from workspace.services import events
+
+    handed: list[str] = []
+    monkeypatch.setattr(events._publisher, "send", lambda channel, data: handed.append(channel))
+
+    def announce(name: str) -> None:
+        events.publish_to_channel_layer(name, {"type": "event.message", "event": {"seq": 1}})
+
+    token = events.hold_announcements()
+    announce("one")
+    assert handed == []
+    events.send_held_announcements()
+    assert [c.rsplit("__", 1)[1] for c in handed] == ["one"]
+    announce("two")
+    assert len(handed) == 1
+    events.release_announcements(token)
+    announce("three")
+    assert [c.rsplit("__", 1)[1] for c in handed] == ["one", "two", "three"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_lock_request_that_waits_first_hands_over_the_expiry_it_recorded(monkeypatch, make_user):
+    """GIVEN a due lock and a live lock, both held by Ada WHEN Bea asks for both (waiting) THEN her
+    first attempt records the due lock's expiry, and that announcement goes out before she waits,
+    not when her request ends."""
+    from workspace.access import workspace_for
+    from workspace.models import Role
+    from workspace.services import events, lock_queue
+    from workspace.services import locks as svc
+    from workspace.services.workspaces import member_set, workspace_create
+
+    ada, bea = make_user("ada"), make_user("bea")
+    ws = workspace_create(user=ada.user, name="waits", intelligence=False)
+    member_set(access=workspace_for(ada.user, ws.id), username="bea", role=Role.EDITOR)
+    ada_access = workspace_for(ada.user, ws.id)
+    svc.lock_acquire(access=ada_access, paths=["due.md"], ttl_seconds=1)
+    svc.lock_acquire(access=ada_access, paths=["live.md"], ttl_seconds=60)
+    time.sleep(1.2)
+
+    handed: list[bytes] = []
+    seen_at_wait: list[int] = []
+    monkeypatch.setattr(events._publisher, "send", lambda channel, data: handed.append(data))
+
+    async def fake_wait(key: str, timeout: float) -> None:
+        seen_at_wait.append(len(handed))
+
+    monkeypatch.setattr(lock_queue, "_wait_for_wake", fake_wait)
+    payload = json.dumps({"paths": ["due.md", "live.md"], "wait_seconds": 0.2}).encode()
+    headers = [(b"authorization", f"Bearer {bea.token}".encode()), (b"content-type", b"application/json"),
+               (b"content-length", str(len(payload)).encode())]
+    status, _, body = asyncio.run(_request(SyncChainASGIHandler(), "POST", f"/api/v1/workspaces/{ws.id}/locks/batch",
+                                           payload, headers))
+    assert status == 423, body
+    assert seen_at_wait and seen_at_wait[0] >= 1, (seen_at_wait, handed)
+    assert b"lock.expired" in handed[0]

@@ -230,10 +230,16 @@ def hold_announcements() -> contextvars.Token[list[tuple[str, bytes]] | None]:
 
 def release_announcements(token: contextvars.Token[list[tuple[str, bytes]] | None]) -> None:
     """Hand the held announcements to the publisher, in order (the response has been sent)."""
-    held = _held.get()
+    send_held_announcements()
     _held.reset(token)
-    for channel, data in held or ():
-        _publisher.send(channel, data)
+
+
+def send_held_announcements() -> None:
+    """Hand over what is held so far, and go on holding: a request about to block (a lock wait,
+    a long poll) must not keep the changes it already made from live clients until it ends."""
+    held = _held.get()
+    while held:
+        _publisher.send(*held.pop(0))
 
 
 def flush_announcements(timeout: float = 2.0) -> bool:

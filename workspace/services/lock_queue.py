@@ -21,6 +21,7 @@ from django.db import connection, transaction
 
 from workspace.models import LockWaiter, LockWaiterPath, Workspace
 from workspace.services.clock import db_now
+from workspace.services.events import send_held_announcements
 from workspace.services.workspaces import lock_workspace
 
 log = logging.getLogger(__name__)
@@ -211,4 +212,5 @@ def sleep_until_woken(ticket: int, timeout: float) -> None:
     its `finally` takes it out of the queue."""
     from asgiref.sync import async_to_sync
 
+    send_held_announcements()
     async_to_sync(_wait_for_wake)(_WAKE_KEY.format(ticket=ticket), max(0.01, timeout))

@@ -30,7 +30,7 @@ from django.utils import timezone
 from workspace.access import Access
 from workspace.errors import Forbidden, Invalid, NotFound, TooLarge
 from workspace.models import ConsumerGroup, Delivery, Message, Role, Topic
-from workspace.services.events import event_record, publish_to_channel_layer
+from workspace.services.events import event_record, publish_to_channel_layer, send_held_announcements
 from workspace.services.workspaces import lock_workspace
 
 log = logging.getLogger(__name__)
@@ -453,6 +453,7 @@ class _Waker:
         """Sleep up to `seconds`; True when woken by a change to the topic."""
         if seconds <= 0:
             return False
+        send_held_announcements()
         if self.pubsub is None:
             time.sleep(seconds)
             return False
