@@ -225,9 +225,10 @@ def test_a_write_treats_a_due_lock_as_gone_and_records_its_expiry_first(setup):
 
 @pytest.mark.django_db(transaction=True)
 def test_a_release_wakes_the_head_waiter_and_looks_no_further_when_nobody_waits(setup, monkeypatch):
-    """The release statement itself says whether anyone waits: with a waiter queued on the path,
-    the release wakes exactly that waiter after commit; with nobody waiting, no other statement
-    reads the queue and nobody is woken."""
+    """The release statement itself says whether anyone waits in its workspace: with a waiter
+    queued on the path, the release wakes exactly that waiter after commit; with nobody waiting
+    there (a waiter in another workspace does not count), no other statement reads the queue and
+    nobody is woken."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -236,6 +237,8 @@ def test_a_release_wakes_the_head_waiter_and_looks_no_further_when_nobody_waits(
     woken: list[list[int]] = []
     monkeypatch.setattr(lock_queue, "_wake", lambda tickets: woken.append(list(tickets)))
     ws = setup["ws"]
+    elsewhere = workspace_create(user=setup["owner"].user, name="elsewhere", intelligence=False)
+    lock_queue.waiter_enqueue(elsewhere.id, setup["owner"].user, ["notes/a.md"])  # another workspace's queue
     lock = svc.lock_acquire(access=setup["ada_access"], paths=["notes/a.md"])[0]
     with CaptureQueriesContext(connection) as queries:
         svc.lock_release(access=setup["ada_access"], lock_id=lock.id)

@@ -115,10 +115,10 @@ def waiter_leave(workspace_id: str, ticket: int) -> None:
         return
 
 
-def live_waiters_sql(workspace_column: str = "%s") -> str:
-    """A condition true when the workspace has a live waiter (placeholders: the workspace unless
-    `workspace_column` names it, then the time); a statement that ends a lock can return it."""
-    return f"EXISTS (SELECT 1 FROM {_WAITER} w WHERE w.workspace_id = {workspace_column} AND w.alive_until > %s)"
+def live_waiters_sql() -> str:
+    """A condition true when a workspace has a live waiter (placeholders: the workspace, the
+    time); a statement that ends a lock can return it."""
+    return f"EXISTS (SELECT 1 FROM {_WAITER} w WHERE w.workspace_id = %s AND w.alive_until > %s)"
 
 
 def wake_heads_on_commit(workspace_id: str, paths: list[str], *, now: datetime, waiting: bool | None = None) -> None:

@@ -431,7 +431,7 @@ _RELEASE_OWN = (
     f"UPDATE {_LOCK} SET state = %s, ended_at = %s, ended_by_id = %s"
     f" WHERE id = %s AND workspace_id = %s AND holder_id = %s AND {_ACTIVE} AND expires_at > %s"
     " RETURNING path, token, reason, ttl_seconds, acquired_at, expires_at, renewals, on_behalf_of_id, "
-    + live_waiters_sql("workspace_id")
+    + live_waiters_sql()
 )
 
 
@@ -441,7 +441,7 @@ def _release_own(workspace_id: str, lock_id: str, user: Any, now: datetime) -> t
     at = adapt_time(now)
     with connection.cursor() as cursor:
         cursor.execute(_RELEASE_OWN, [Lock.State.RELEASED.value, at, user.pk, str(lock_id)[:64], workspace_id,
-                                      user.pk, at, at])
+                                      user.pk, at, workspace_id, at])
         row = cursor.fetchone()
     if row is None:
         return None, None
