@@ -171,10 +171,10 @@ def test_held_announcements_are_handed_over_when_asked_and_at_release(monkeypatc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_lock_request_that_waits_first_hands_over_the_expiry_it_recorded(monkeypatch, make_user):
-    """GIVEN a due lock and a live lock, both held by Ada WHEN Bea asks for both (waiting) THEN her
-    first attempt records the due lock's expiry, and that announcement goes out before she waits,
-    not when her request ends."""
+def test_a_lock_request_that_waits_first_hands_over_what_it_announced(monkeypatch, make_user):
+    """GIVEN a lock held by Ada WHEN Bea asks for it, waiting, through the handler, and her request
+    has announced a change before it waits (as a refused attempt does when it expires a due lock)
+    THEN that announcement goes out before she waits, not when her request ends."""
     from workspace.access import workspace_for
     from workspace.models import Role
     from workspace.services import events, lock_queue
@@ -184,24 +184,27 @@ def test_a_lock_request_that_waits_first_hands_over_the_expiry_it_recorded(monke
     ada, bea = make_user("ada"), make_user("bea")
     ws = workspace_create(user=ada.user, name="waits", intelligence=False)
     member_set(access=workspace_for(ada.user, ws.id), username="bea", role=Role.EDITOR)
-    ada_access = workspace_for(ada.user, ws.id)
-    svc.lock_acquire(access=ada_access, paths=["due.md"], ttl_seconds=1)
-    svc.lock_acquire(access=ada_access, paths=["live.md"], ttl_seconds=60)
-    time.sleep(1.2)
+    svc.lock_acquire(access=workspace_for(ada.user, ws.id), paths=["live.md"], ttl_seconds=60)
 
-    handed: list[bytes] = []
-    seen_at_wait: list[int] = []
-    monkeypatch.setattr(events._publisher, "send", lambda channel, data: handed.append(data))
+    handed: list[str] = []
+    seen_at_wait: list[list[str]] = []
+    monkeypatch.setattr(events._publisher, "send", lambda channel, data: handed.append(channel))
+    enqueue = lock_queue.waiter_enqueue
+
+    def enqueue_and_announce(workspace_id: str, user: object, paths: list[str]) -> int:
+        events.publish_to_channel_layer("before-the-wait", {"type": "event.message", "event": {"seq": 0}})
+        return enqueue(workspace_id, user, paths)
 
     async def fake_wait(key: str, timeout: float) -> None:
-        seen_at_wait.append(len(handed))
+        seen_at_wait.append(list(handed))
 
+    monkeypatch.setattr(svc, "waiter_enqueue", enqueue_and_announce)
     monkeypatch.setattr(lock_queue, "_wait_for_wake", fake_wait)
-    payload = json.dumps({"paths": ["due.md", "live.md"], "wait_seconds": 0.2}).encode()
+    payload = json.dumps({"path": "live.md", "wait_seconds": 0.2}).encode()
     headers = [(b"authorization", f"Bearer {bea.token}".encode()), (b"content-type", b"application/json"),
                (b"content-length", str(len(payload)).encode())]
-    status, _, body = asyncio.run(_request(SyncChainASGIHandler(), "POST", f"/api/v1/workspaces/{ws.id}/locks/batch",
+    status, _, body = asyncio.run(_request(SyncChainASGIHandler(), "POST", f"/api/v1/workspaces/{ws.id}/locks",
                                            payload, headers))
     assert status == 423, body
-    assert seen_at_wait and seen_at_wait[0] >= 1, (seen_at_wait, handed)
-    assert b"lock.expired" in handed[0]
+    assert seen_at_wait, "the request waited"
+    assert [c.rsplit("__", 1)[1] for c in seen_at_wait[0]] == ["before-the-wait"], seen_at_wait[0]
