@@ -116,7 +116,7 @@ def waiter_leave(workspace_id: str, ticket: int) -> None:
 
 
 def live_waiters_sql() -> str:
-    """A condition true when a workspace has a live waiter (placeholders: the workspace, the
+    """A condition true when a workspace has a live waiter (parameters: the workspace, the
     time); a statement that ends a lock can return it."""
     return f"EXISTS (SELECT 1 FROM {_WAITER} w WHERE w.workspace_id = %s AND w.alive_until > %s)"
 
