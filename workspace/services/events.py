@@ -238,8 +238,11 @@ def send_held_announcements() -> None:
     """Hand over what is held so far, and go on holding: a request about to block (a lock wait,
     a long poll) must not keep the changes it already made from live clients until it ends."""
     held = _held.get()
-    while held:
-        _publisher.send(*held.pop(0))
+    if held:
+        items = held[:]
+        held.clear()
+        for channel, data in items:
+            _publisher.send(channel, data)
 
 
 def flush_announcements(timeout: float = 2.0) -> bool:
