@@ -6,6 +6,7 @@ from typing import Any
 
 from django.db import connections, router
 
+from switchyard.db.plain import Plain
 from switchyard.db.rows import Columns
 from workspace.errors import Forbidden, NotFound
 from workspace.models import Membership, Role, Workspace
@@ -38,9 +39,8 @@ def workspace_for(user: Any, ws_id: str, *, need: Role = Role.VIEWER) -> Access:
         raise NotFound("workspace")
     # Every workspace request runs this: one plain statement, no ORM query to build.
     connection = connections[router.db_for_read(Workspace)]
-    with connection.cursor() as cursor:
-        cursor.execute(_MEMBER_SQL, [ws_id, user.pk])
-        row = cursor.fetchone()
+    with Plain(connection) as db:
+        row = db.one(_MEMBER_SQL, [ws_id, user.pk])
     if row is None:
         raise NotFound("workspace")
     role = Role(row[0])

@@ -19,7 +19,7 @@ class Columns:
         self.fields = list(model._meta.concrete_fields)
         self.attnames = [field.attname for field in self.fields]
         self.sql = ", ".join(f"{alias}.{field.column}" for field in self.fields)
-        self._converters: dict[str, list[tuple[Any, list[Any]]]] = {}
+        self._converters: dict[str, list[tuple[int, Any, list[Any]]]] = {}
 
     def __len__(self) -> int:
         return len(self.fields)
@@ -29,13 +29,18 @@ class Columns:
         converters = self._converters.get(connection.vendor)
         if converters is None:
             converters = []
-            for field in self.fields:
+            for i, field in enumerate(self.fields):
                 col = field.get_col(self.model._meta.db_table)
-                converters.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
+                functions = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+                if functions:  # only the columns that have any, in order
+                    converters.append((i, col, functions))
             self._converters[connection.vendor] = converters
-        converted = []
-        for (col, functions), value in zip(converters, values, strict=True):
+        if len(values) != len(self.fields):
+            raise ValueError(f"{len(values)} values for the {len(self.fields)} columns of {self.model.__name__}")
+        converted = list(values)
+        for i, col, functions in converters:
+            value = converted[i]
             for convert in functions:
                 value = convert(value, col, connection)
-            converted.append(value)
+            converted[i] = value
         return self.model.from_db(connection.alias, self.attnames, converted)

@@ -12,11 +12,12 @@ import logging
 import os
 import queue
 import threading
+from datetime import UTC, datetime
 from typing import Any
 
-from django.db import connection, transaction
-from django.utils import timezone
+from django.db import transaction
 
+from switchyard.db.plain import Plain
 from workspace import hooks
 from workspace.models import Event
 
@@ -32,52 +33,61 @@ def next_counter(*, workspace_id: str, column: str) -> int:
     return next_counters(workspace_id=workspace_id, columns=(column,))[0]
 
 
-def next_counters(*, workspace_id: str, columns: tuple[str, ...]) -> tuple[int, ...]:
+def next_counters(*, workspace_id: str, columns: tuple[str, ...], db: Plain | None = None) -> tuple[int, ...]:
     """Advance several workspace counters in one statement (a lock grant takes a fencing token and
-    the sequence number of its event together); the new values, in the order asked."""
-    assert columns and set(columns) <= {"event_seq", "lock_seq"}
-    assert transaction.get_connection().in_atomic_block, "counters advance inside a transaction"
-    table = connection.ops.quote_name("workspace_workspace")
-    assignments = ", ".join(f"{column} = {column} + 1" for column in columns)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {assignments} WHERE id = %s RETURNING {', '.join(columns)}",  # noqa: S608
-            [workspace_id],
-        )
-        row = cursor.fetchone()
+    the sequence number of its event together); the new values, in the order asked. `db`: the
+    caller's statements, if it has them open."""
+    sql = _COUNTER_SQL.get(columns)
+    if sql is None:
+        assert columns and set(columns) <= {"event_seq", "lock_seq"}
+        assignments = ", ".join(f"{column} = {column} + 1" for column in columns)
+        sql = _COUNTER_SQL[columns] = (f'UPDATE "workspace_workspace" SET {assignments} WHERE id = %s'  # noqa: S608
+                                       f" RETURNING {', '.join(columns)}")
+    if db is None:
+        with Plain() as own:
+            return next_counters(workspace_id=workspace_id, columns=columns, db=own)
+    assert db.connection.in_atomic_block, "counters advance inside a transaction"
+    row = db.one(sql, [workspace_id])
     if row is None:
         raise LookupError(workspace_id)
     return tuple(int(value) for value in row)
 
 
+_COUNTER_SQL: dict[tuple[str, ...], str] = {}
+
+
 def event_record(*, workspace_id: str, type: str, actor: Any = None, target: str = "",
-                 data: dict[str, Any] | None = None, seq: int | None = None) -> dict[str, Any]:
+                 data: dict[str, Any] | None = None, seq: int | None = None,
+                 db: Plain | None = None) -> dict[str, Any]:
     """Record an event in the current transaction and publish it once that commits; returns the
     event as published (`event_payload`).
 
     Every change runs this, so the row goes in with one plain INSERT: the JSON and the timestamp
-    prepared by their fields, no model instance and no ORM query to build. `seq` is an `event_seq`
-    the caller has already taken with `next_counters` in this transaction; by default the next one
-    is taken here."""
+    adapted by the backend directly, no model instance and no ORM query to build. `seq` is an
+    `event_seq` the caller has already taken with `next_counters` in this transaction; by default
+    the next one is taken here. `db`: the caller's statements, if it has them open."""
+    if db is None:
+        with Plain() as own:
+            return event_record(workspace_id=workspace_id, type=type, actor=actor, target=target, data=data,
+                                seq=seq, db=own)
     actor = actor if actor is not None and getattr(actor, "pk", None) else None
     on_behalf_of = getattr(actor, "on_behalf_of", None) if actor is not None else None
     if seq is None:
-        seq = next_counter(workspace_id=workspace_id, column="event_seq")
-    target, data, at = target[:1100], data or {}, timezone.now()
-    values = [workspace_id, seq, type, actor.pk if actor is not None else None,
-              on_behalf_of.pk if on_behalf_of is not None else None, target,
-              _DATA_FIELD.get_db_prep_save(data, connection), _AT_FIELD.get_db_prep_save(at, connection)]
-    with connection.cursor() as cursor:
-        cursor.execute(_EVENT_INSERT, values)
+        seq = next_counters(workspace_id=workspace_id, columns=("event_seq",), db=db)[0]
+    target, data, at = target[:1100], data or {}, datetime.now(UTC)
+    ops = db.connection.ops
+    db.execute(_EVENT_INSERT, [workspace_id, seq, type, actor.pk if actor is not None else None,
+                               on_behalf_of.pk if on_behalf_of is not None else None, target,
+                               ops.adapt_json_value(data, _DATA_ENCODER), ops.adapt_datetimefield_value(at)])
     payload = _payload(seq=seq, type=type, actor=actor, on_behalf_of=on_behalf_of, workspace_id=workspace_id,
                        target=target, data=data, at=at)
-    transaction.on_commit(lambda: _announce(payload))
+    transaction.on_commit(lambda: _announce(payload), using=db.connection.alias)
     return payload
 
 
 _EVENT_FIELDS = [Event._meta.get_field(name) for name in
                  ("workspace", "seq", "type", "actor", "on_behalf_of", "target", "data", "at")]
-_DATA_FIELD, _AT_FIELD = Event._meta.get_field("data"), Event._meta.get_field("at")
+_DATA_ENCODER = Event._meta.get_field("data").encoder
 _EVENT_INSERT = (
     f"INSERT INTO {Event._meta.db_table} ({', '.join(f.column for f in _EVENT_FIELDS)}) "  # noqa: S608
     f"VALUES ({', '.join(['%s'] * len(_EVENT_FIELDS))})"

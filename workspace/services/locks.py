@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max
 
+from switchyard.db.plain import Plain
 from workspace.access import Access
 from workspace.errors import Conflict, Forbidden, Gone, Invalid, Locked, NotFound
 from workspace.ids import new_id
@@ -207,7 +208,7 @@ def _overlap_sql(paths: list[str], column: str = "path") -> tuple[str, list[Any]
     return "(" + " OR ".join(clauses) + ")", params
 
 
-def _scan(workspace_id: str, paths: list[str], *, now: datetime, ticket: int | None,
+def _scan(db: Plain, workspace_id: str, paths: list[str], *, now: datetime, ticket: int | None,
           waiters: bool) -> tuple[list[tuple[str, datetime]], set[int]]:
     """One query: the active locks overlapping `paths`, as (id, expires_at), and with `waiters`
     the tickets of the live waiters overlapping them that are ahead of `ticket`. A `ticket` that
@@ -220,14 +221,12 @@ def _scan(workspace_id: str, paths: list[str], *, now: datetime, ticket: int | N
         sql += (f" UNION ALL SELECT 'W', CAST(wp.waiter_id AS VARCHAR(32)), wp.path, w.alive_until"
                 f" FROM {_WAITER_PATH} wp JOIN {_WAITER} w ON w.id = wp.waiter_id"
                 f" WHERE wp.workspace_id = %s AND w.alive_until > %s AND {wp_where}")
-        args += [workspace_id, adapt_time(now), *wp_params]
+        args += [workspace_id, db.connection.ops.adapt_datetimefield_value(now), *wp_params]
         if ticket is not None:
             sql += (f" UNION ALL SELECT 'T', CAST(id AS VARCHAR(32)), '', alive_until FROM {_WAITER}"
                     f" WHERE id = %s AND alive_until > %s")
-            args += [ticket, adapt_time(now)]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, args)
-        rows = cursor.fetchall()
+            args += [ticket, db.connection.ops.adapt_datetimefield_value(now)]
+    rows = db.all(sql, args)
     locks: list[tuple[str, datetime]] = []
     queued: set[int] = set()
     mine_live = False
@@ -249,10 +248,11 @@ def _load_locks(ids: Iterable[str]) -> list[Lock]:
     return list(Lock.objects.filter(pk__in=list(ids)).select_related("holder", "on_behalf_of"))
 
 
-def _blocker(workspace_id: str, paths: list[str], *, user: Any, now: datetime, ticket: int | None) -> Locked | None:
+def _blocker(db: Plain, workspace_id: str, paths: list[str], *, user: Any, now: datetime,
+             ticket: int | None) -> Locked | None:
     """Why `paths` cannot be granted to `user` now, or None. Runs inside the mutating transaction:
     due locks found on the way are expired and recorded."""
-    locks, ahead = _scan(workspace_id, paths, now=now, ticket=ticket, waiters=True)
+    locks, ahead = _scan(db, workspace_id, paths, now=now, ticket=ticket, waiters=True)
     due = [lock_id for lock_id, expires_at in locks if expires_at <= now]
     if due:
         _expire(workspace_id, _load_locks(due), now=now)
@@ -281,15 +281,38 @@ _INSERT_COLUMNS = ["id", "workspace_id", "path", "holder_id", "on_behalf_of_id",
 _INSERT = f"INSERT INTO {_LOCK} ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join(['%s'] * len(_INSERT_COLUMNS))})"
 
 
-def _insert(locks: list[Lock]) -> None:
+def _insert(db: Plain, locks: list[Lock]) -> None:
+    adapt = db.connection.ops.adapt_datetimefield_value
     rows = [[lock.id, lock.workspace_id, lock.path, lock.holder_id, lock.on_behalf_of_id, lock.token, lock.reason,
-             lock.ttl_seconds, adapt_time(lock.acquired_at), adapt_time(lock.expires_at), 0, Lock.State.ACTIVE.value]
+             lock.ttl_seconds, adapt(lock.acquired_at), adapt(lock.expires_at), 0, Lock.State.ACTIVE.value]
             for lock in locks]
-    with connection.cursor() as cursor:
-        if len(rows) == 1:
-            cursor.execute(_INSERT, rows[0])
-        else:
-            cursor.executemany(_INSERT, rows)
+    if len(rows) == 1:
+        db.execute(_INSERT, rows[0])
+    else:
+        db.executemany(_INSERT, rows)
+
+
+# The instances the service hands back are built from their column values in the model's order
+# (`Lock(*values)`, as the ORM builds the rows it reads): by keyword, Django's __init__ took more
+# time than the INSERT. The users already loaded are cached on them, as select_related would.
+_LOCK_FIELDS = [field.attname for field in Lock._meta.concrete_fields]
+assert _LOCK_FIELDS == ["id", "workspace_id", "path", "holder_id", "on_behalf_of_id", "token", "reason",
+                        "ttl_seconds", "acquired_at", "expires_at", "renewals", "state", "ended_at", "ended_by_id"]
+_HOLDER, _ON_BEHALF_OF, _ENDED_BY = (Lock._meta.get_field(name) for name in ("holder", "on_behalf_of", "ended_by"))
+
+
+def _built(alias: str, values: list[Any], *, holder: Any, on_behalf_of: Any = None, ended_by: Any = None) -> Lock:
+    """The `Lock` of a row written or read by this module (`values` in `_LOCK_FIELDS` order), with
+    the given users cached for its holder, on-behalf-of and ended-by relations."""
+    lock: Lock = Lock.from_db(alias, None, values)
+    _HOLDER.set_cached_value(lock, holder)
+    if on_behalf_of is not None and on_behalf_of.pk == lock.on_behalf_of_id:
+        _ON_BEHALF_OF.set_cached_value(lock, on_behalf_of)
+    elif lock.on_behalf_of_id is None:
+        _ON_BEHALF_OF.set_cached_value(lock, None)
+    if ended_by is not None and ended_by.pk == lock.ended_by_id:
+        _ENDED_BY.set_cached_value(lock, ended_by)
+    return lock
 
 
 # -- acquire ---------------------------------------------------------------------------------
@@ -310,23 +333,25 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
     # for them. A refusal costs a short write transaction that writes nothing (or records the
     # expiries it found).
     locks: list[Lock] = []
-    with transaction.atomic():
+    with transaction.atomic(), Plain() as db:
         lock_workspace(ws_id)
         now = db_now()
-        blocked = _blocker(ws_id, paths, user=user, now=now, ticket=ticket)
+        blocked = _blocker(db, ws_id, paths, user=user, now=now, ticket=ticket)
         if blocked is None:
-            token, seq = next_counters(workspace_id=ws_id, columns=("lock_seq", "event_seq"))
+            token, seq = next_counters(workspace_id=ws_id, columns=("lock_seq", "event_seq"), db=db)
             on_behalf_of = getattr(user, "on_behalf_of", None)
-            locks = [Lock(id=new_id("lk"), workspace_id=ws_id, path=p, holder=user, on_behalf_of=on_behalf_of,
-                          token=token, reason=reason, ttl_seconds=ttl, acquired_at=now,
-                          expires_at=now + timedelta(seconds=ttl)) for p in paths]
-            _insert(locks)
+            expires_at = now + timedelta(seconds=ttl)
+            alias = db.connection.alias
+            locks = [_built(alias, [new_id("lk"), ws_id, p, user.pk, on_behalf_of.pk if on_behalf_of else None,
+                                    token, reason, ttl, now, expires_at, 0, Lock.State.ACTIVE.value, None, None],
+                            holder=user, on_behalf_of=on_behalf_of) for p in paths]
+            _insert(db, locks)
             if ticket is not None:
                 waiter_delete(ticket)
             for i, lock in enumerate(locks):
                 event_record(workspace_id=ws_id, type="lock.acquired", actor=user, target=lock.path,
                              data=_event_data(lock, end=None, **({"batch": len(locks)} if len(locks) > 1 else {})),
-                             seq=seq if i == 0 else None)
+                             seq=seq if i == 0 else None, db=db)
     # Raised after the block so that the expiries recorded on the way still commit.
     if blocked is not None:
         raise blocked
@@ -435,25 +460,21 @@ _RELEASE_OWN = (
 )
 
 
-def _release_own(workspace_id: str, lock_id: str, user: Any, now: datetime) -> tuple[Lock | None, bool | None]:
+def _release_own(db: Plain, workspace_id: str, lock_id: str, user: Any,
+                 now: datetime) -> tuple[Lock | None, bool | None]:
     """The common case in one statement: the holder ends its own live lock. Also says whether
     the workspace has live waiters (to wake after commit); None when no lock was ended."""
-    at = adapt_time(now)
-    with connection.cursor() as cursor:
-        cursor.execute(_RELEASE_OWN, [Lock.State.RELEASED.value, at, user.pk, str(lock_id)[:64], workspace_id,
-                                      user.pk, at, workspace_id, at])
-        row = cursor.fetchone()
+    at = db.connection.ops.adapt_datetimefield_value(now)
+    lock_id = str(lock_id)[:64]
+    row = db.one(_RELEASE_OWN, [Lock.State.RELEASED.value, at, user.pk, lock_id, workspace_id, user.pk, at,
+                                workspace_id, at])
     if row is None:
         return None, None
     path, token, reason, ttl, acquired_at, expires_at, renewals, on_behalf_of_id, waiting = row
-    lock = Lock(id=lock_id, workspace_id=workspace_id, path=path, holder=user, token=token, reason=reason,
-                ttl_seconds=ttl, acquired_at=as_utc(acquired_at), expires_at=as_utc(expires_at),
-                renewals=renewals, state=Lock.State.RELEASED, ended_at=now, ended_by=user)
-    owner = getattr(user, "on_behalf_of", None)
-    if owner is not None and owner.pk == on_behalf_of_id:
-        lock.on_behalf_of = owner
-    else:
-        lock.on_behalf_of_id = on_behalf_of_id
+    lock = _built(db.connection.alias, [lock_id, workspace_id, path, user.pk, on_behalf_of_id, token, reason, ttl,
+                                        as_utc(acquired_at), as_utc(expires_at), renewals, Lock.State.RELEASED.value,
+                                        now, user.pk],
+                  holder=user, on_behalf_of=getattr(user, "on_behalf_of", None), ended_by=user)
     return lock, bool(waiting)
 
 
@@ -462,13 +483,13 @@ def lock_release(*, access: Access, lock_id: str) -> Lock:
     force release). An ended lock is `410 lock_gone`."""
     ws_id, user = access.workspace.id, access.user
     gone: Gone | None = None
-    with transaction.atomic():
+    with transaction.atomic(), Plain() as db:
         lock_workspace(ws_id)
         now = db_now()
-        lock, waiting = _release_own(ws_id, lock_id, user, now)
+        lock, waiting = _release_own(db, ws_id, lock_id, user, now)
         if lock is not None:
             event_record(workspace_id=ws_id, type="lock.released", actor=user, target=lock.path,
-                         data=_event_data(lock, end=now))
+                         data=_event_data(lock, end=now), db=db)
         else:
             lock = _lock_in(ws_id, lock_id)
             forced = lock.holder_id != user.pk
@@ -547,7 +568,8 @@ def lock_enforce_write(*, workspace_id: str, paths: list[str], user: Any, token:
       while another took and released the lock is refused (409 stale_lock_token).
     """
     now = db_now()
-    found, _ = _scan(workspace_id, paths, now=now, ticket=None, waiters=False)
+    with Plain() as db:
+        found, _ = _scan(db, workspace_id, paths, now=now, ticket=None, waiters=False)
     if not found and token is None:
         return None
     overlapping = _load_locks(lock_id for lock_id, _ in found)
