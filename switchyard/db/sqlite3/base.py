@@ -310,10 +310,23 @@ class DatabaseWrapper(base.DatabaseWrapper):
         queue.acquire(float(self.settings_dict.get("OPTIONS", {}).get("timeout", 5)))
         self._writer_turn = queue
         try:
-            super()._start_transaction_under_autocommit()
+            self._begin()
         except BaseException:
             self._end_turn()
             raise
+
+    # BEGIN and COMMIT go to the driver directly unless Django logs queries (DEBUG, a test's
+    # CaptureQueriesContext) or an execute wrapper is installed: Django's cursor for the BEGIN and
+    # its debug context for the COMMIT cost as much as the statements (every write runs both).
+    def _begin(self) -> None:
+        if self.queries_logged or self.execute_wrappers:
+            super()._start_transaction_under_autocommit()
+            return
+        try:
+            self.connection.execute(f"BEGIN {self.transaction_mode}" if self.transaction_mode else "BEGIN")
+        except Exception:
+            with self.wrap_database_errors:
+                raise
 
     def _end_turn(self) -> None:
         queue, self._writer_turn = self._writer_turn, None
@@ -322,7 +335,14 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def _commit(self) -> None:
         try:
-            super()._commit()
+            if self.connection is None or self.queries_logged:
+                super()._commit()
+            else:
+                try:
+                    self.connection.commit()
+                except Exception:
+                    with self.wrap_database_errors:
+                        raise
         finally:
             self._end_turn()
 
