@@ -1,6 +1,7 @@
 """Workspace paths: the one validator every entry point uses (API.md, "Files")."""
 from __future__ import annotations
 
+import functools
 import unicodedata
 
 from workspace.errors import Invalid
@@ -20,7 +21,17 @@ def validate_path(path: str, *, directory: bool = False) -> str:
     Relative, '/'-separated, NFC, at most 1024 bytes, no '..', '.' or empty segments, no NUL or
     control characters, no backslash. Nothing is normalised silently: a path that would change
     under normalisation is refused, so two spellings can never name one file.
+
+    The answer depends on the text alone, and agents name the same few paths over and over (every
+    lock, write and read of a file checks its path, some twice): valid paths are remembered, in
+    an LRU of 4,096; an invalid one is checked again each time and raises the same error.
     """
+    if isinstance(path, str) and len(path) <= MAX_PATH_BYTES:
+        return _valid(path, directory)
+    return _validate(path, directory=directory)
+
+
+def _validate(path: str, *, directory: bool = False) -> str:
     if not isinstance(path, str) or path == "":
         raise _invalid("A path must be a non-empty string.", str(path))
     if path.startswith("/"):
@@ -55,6 +66,11 @@ def validate_path(path: str, *, directory: bool = False) -> str:
         if segment != segment.strip() and segment.strip() == "":
             raise _invalid("A path segment must not be blank.", path)
     return path
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid(path: str, directory: bool) -> str:  # noqa: FBT001 - positional for the cache key
+    return _validate(path, directory=directory)
 
 
 def validate_prefix(prefix: str) -> str:
