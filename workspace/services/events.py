@@ -141,7 +141,8 @@ def publish_to_channel_layer(group: str, message: dict[str, Any]) -> None:
         if _is_pubsub_layer(layer):
             held = _held.get()
             if held is not None:
-                held.append((_group_channel(layer, group), layer.serialize(message)))
+                # Serialised when handed over, once the response has gone out.
+                held.append((layer, group, message))
             else:
                 _publisher.send(_group_channel(layer, group), layer.serialize(message))
             return
@@ -226,11 +227,12 @@ _publisher = _Publisher()
 atexit.register(_publisher.flush)
 
 # The announcements of the HTTP request being served, held until its response has gone out.
-_held: contextvars.ContextVar[list[tuple[str, bytes]] | None] = contextvars.ContextVar(
+# Each is (channel layer, group, message), serialised when handed to the publisher.
+_held: contextvars.ContextVar[list[tuple[Any, str, dict[str, Any]]] | None] = contextvars.ContextVar(
     "switchyard_held_announcements", default=None)
 
 
-def hold_announcements() -> contextvars.Token[list[tuple[str, bytes]] | None]:
+def hold_announcements() -> contextvars.Token[list[tuple[Any, str, dict[str, Any]]] | None]:
     """From here on in this context (an HTTP request: the handler's task and the threads it runs
     the request on), announcements are held instead of handed to the publisher thread. Waking
     that thread while the request is still running makes it compete with the request for the
@@ -238,7 +240,7 @@ def hold_announcements() -> contextvars.Token[list[tuple[str, bytes]] | None]:
     return _held.set([])
 
 
-def release_announcements(token: contextvars.Token[list[tuple[str, bytes]] | None]) -> None:
+def release_announcements(token: contextvars.Token[list[tuple[Any, str, dict[str, Any]]] | None]) -> None:
     """Hand the held announcements to the publisher, in order (the response has been sent)."""
     send_held_announcements()
     _held.reset(token)
@@ -251,8 +253,11 @@ def send_held_announcements() -> None:
     if held:
         items = held[:]
         held.clear()
-        for channel, data in items:
-            _publisher.send(channel, data)
+        for layer, group, message in items:
+            try:
+                _publisher.send(_group_channel(layer, group), layer.serialize(message))
+            except Exception as exc:  # best effort, as when published at once
+                log.warning("could not publish to %s: %s", group, exc)
 
 
 def flush_announcements(timeout: float = 2.0) -> bool:
