@@ -31,18 +31,22 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+def parse_json(body: bytes, encoding: str = "utf-8") -> Any:
+    """`body` as RFC 8259 JSON: no NaN/Infinity, at most 64 levels deep; else ParseError (400)."""
+    try:
+        data = json.loads(body.decode(encoding), parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ParseError(f"JSON nested deeper than {MAX_DEPTH} levels") from exc
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError(f"JSON parse error - {exc}") from exc
+    if _depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise ParseError(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return data
+
+
 class StrictJSONParser(JSONParser):
     """JSON objects only as RFC 8259 defines them: no NaN/Infinity, at most 64 levels deep."""
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
-        try:
-            text = stream.read().decode(encoding) if stream is not None else ""
-            data = json.loads(text, parse_constant=_reject_constant)
-        except RecursionError as exc:
-            raise ParseError(f"JSON nested deeper than {MAX_DEPTH} levels") from exc
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ParseError(f"JSON parse error - {exc}") from exc
-        if _depth(data, MAX_DEPTH) > MAX_DEPTH:
-            raise ParseError(f"JSON nested deeper than {MAX_DEPTH} levels")
-        return data
+        return parse_json(stream.read() if stream is not None else b"", encoding)
