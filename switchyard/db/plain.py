@@ -3,8 +3,8 @@
 Django's cursor wraps each statement in four layers (the cursor wrapper, the execute-wrapper
 chain, the error wrapper and, on SQLite, the placeholder conversion), and each `cursor()` call
 checks the thread and the connection again. For a lookup by key that was more than what the
-database took to run it: a lock acquire and release pair runs eleven statements. Here the
-statements of one unit of work share one driver cursor:
+database took to run it, and a lock acquire and release pair runs seven statements of its own
+besides BEGIN and COMMIT. Here the statements of one unit of work share one driver cursor:
 
 - errors still come out as Django's (`IntegrityError`, `OperationalError`), mapped only when
   one is raised;

@@ -295,9 +295,10 @@ def _insert(db: Plain, locks: list[Lock]) -> None:
 # The instances the service hands back are built from their column values in the model's order
 # (`Lock(*values)`, as the ORM builds the rows it reads): by keyword, Django's __init__ took more
 # time than the INSERT. The users already loaded are cached on them, as select_related would.
-_LOCK_FIELDS = [field.attname for field in Lock._meta.concrete_fields]
-assert _LOCK_FIELDS == ["id", "workspace_id", "path", "holder_id", "on_behalf_of_id", "token", "reason",
-                        "ttl_seconds", "acquired_at", "expires_at", "renewals", "state", "ended_at", "ended_by_id"]
+_LOCK_FIELDS = ["id", "workspace_id", "path", "holder_id", "on_behalf_of_id", "token", "reason", "ttl_seconds",
+                "acquired_at", "expires_at", "renewals", "state", "ended_at", "ended_by_id"]
+if [field.attname for field in Lock._meta.concrete_fields] != _LOCK_FIELDS:
+    raise RuntimeError("Lock's columns changed: update _LOCK_FIELDS and the rows built with _built()")
 _HOLDER, _ON_BEHALF_OF, _ENDED_BY = (Lock._meta.get_field(name) for name in ("holder", "on_behalf_of", "ended_by"))
 
 
