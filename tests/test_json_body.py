@@ -3,6 +3,7 @@ error, and leave the body readable (the Idempotency-Key fingerprint reads it aga
 from __future__ import annotations
 
 import pytest
+from django.utils.datastructures import MultiValueDict
 from rest_framework.exceptions import ParseError
 from rest_framework.request import Request
 from rest_framework.test import APIRequestFactory
@@ -63,3 +64,18 @@ def test_the_body_stays_readable_after_the_parse():
     assert view.json_body() == {"path": "once.txt"}
     assert raw_body(view.request, limit=1000) == body
     assert isinstance(view.request, Request) and view.request.data == {"path": "once.txt"}
+
+
+def test_the_usual_body_is_not_handed_to_drf(monkeypatch):
+    """GIVEN the usual body (UTF-8 JSON with a Content-Length) WHEN json_body reads it THEN DRF's
+    parser negotiation never runs (that is the point of the fast path); a body DRF has already
+    parsed is returned as parsed, without reading it again."""
+    calls = []
+    monkeypatch.setattr(Request, "_parse", lambda self: calls.append(self) or ({}, MultiValueDict()))
+    view = _view(b'{"path": "fast.txt"}', "application/json")
+    assert view.json_body() == {"path": "fast.txt"}
+    assert calls == []
+    other = _view(b'{"path": "drf.txt"}', "application/json")
+    other.request._full_data = {"path": "already parsed"}
+    assert other.json_body() == {"path": "already parsed"}
+    assert calls == []

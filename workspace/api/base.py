@@ -13,7 +13,7 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest
 from django.utils.datastructures import MultiValueDict
 from rest_framework.exceptions import ParseError
-from rest_framework.request import Request
+from rest_framework.request import Empty, Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -54,7 +54,8 @@ class ApiView(APIView):
         readable (the Idempotency-Key fingerprint). Anything else goes to DRF as before."""
         request = self.request
         django_request = request._request
-        if (hasattr(request, "_full_data") or tuple(self.parser_classes) != (StrictJSONParser,)
+        # DRF's Request starts with `_full_data = Empty`: anything else means it has been parsed.
+        if (request._full_data is not Empty or tuple(self.parser_classes) != (StrictJSONParser,)
                 or getattr(django_request, "content_type", None) != "application/json"
                 or django_request.content_params.get("charset", "utf-8").lower() not in ("utf-8", "utf8")
                 or django_request.META.get("CONTENT_LENGTH") in (None, "", "0")):
