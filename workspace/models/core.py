@@ -131,11 +131,14 @@ class Event(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="events", db_index=False)
     seq = models.BigIntegerField()
     type = models.CharField(max_length=64)
+    # The users have no index either: the log is read by workspace (by sequence, or by type), and
+    # the activity page's actor filter walks the workspace's sequence. Only deleting a user (never
+    # done by the product) scans the table.
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     on_behalf_of = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     target = models.CharField(max_length=1100, blank=True)
     data = models.JSONField(default=dict)

@@ -26,9 +26,12 @@ class Lock(models.Model):
                                   db_index=False)
     # A file path, or a subtree when it ends in '/'.
     path = models.CharField(max_length=1024)
-    holder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    # The users have no index here: every grant inserts a row and every release updates one, and
+    # each index is one more page in that commit. Nothing looks locks up by user across
+    # workspaces; only deleting a user (never done by the product) scans the table.
+    holder = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
     on_behalf_of = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     # The fencing token: every grant in a workspace gets a larger one than every earlier grant
     # (the locks of one batch are one grant and share it).
@@ -42,7 +45,7 @@ class Lock(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.ACTIVE)
     ended_at = models.DateTimeField(null=True, blank=True)
     ended_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
 
     class Meta:
