@@ -208,3 +208,111 @@ def test_a_lock_request_that_waits_first_hands_over_what_it_announced(monkeypatc
     assert status == 423, body
     assert seen_at_wait, "the request waited"
     assert [c.rsplit("__", 1)[1] for c in seen_at_wait[0]] == ["before-the-wait"], seen_at_wait[0]
+
+
+class _CountingExecutor:
+    """An executor that counts what is submitted to it (each `sync_to_async` hop is one)."""
+
+    def __init__(self, executor) -> None:
+        self.executor, self.submitted = executor, []
+
+    def submit(self, fn, *args, **kwargs):
+        self.submitted.append(getattr(fn, "__name__", repr(fn)))
+        return self.executor.submit(fn, *args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.executor, name)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_request_is_served_in_one_hop_and_closed_before_it_is_sent(monkeypatch, make_user):
+    """GIVEN the handler WHEN an API request is served THEN request_started, the view and
+    request_finished (which hands the database connection back) all run on the request's thread
+    in one hop, request_finished before the response goes out; Django's handler makes three hops
+    (the signal, the chain, the close), each costing the request a thread switch."""
+    from django.core import signals
+    from django.db import connection
+
+    owner = make_user("ida")
+    app = SyncChainASGIHandler()
+    executors: list[_CountingExecutor] = []
+    take = app.executors.take
+
+    def counting_take():
+        executors.append(_CountingExecutor(take()))
+        return executors[-1]
+
+    monkeypatch.setattr(app.executors, "take", counting_take)
+    monkeypatch.setattr(app.executors, "give", lambda executor: None)
+    seen: list[tuple[str, int, bool]] = []
+    communicators: list[ApplicationCommunicator] = []
+
+    def started(**kwargs):
+        seen.append(("started", threading.get_ident(), communicators[-1].output_queue.qsize()))
+
+    def finished(**kwargs):
+        seen.append(("finished", threading.get_ident(), communicators[-1].output_queue.qsize(),
+                     connection.connection is None))
+
+    signals.request_started.connect(started)
+    signals.request_finished.connect(finished)
+    views: list[int] = []
+    from agents import api as agents_api
+
+    real_get = agents_api.MeView.get
+    monkeypatch.setattr(agents_api.MeView, "get", lambda self, request: views.append(threading.get_ident())
+                        or real_get(self, request))
+    try:
+        async def run():
+            communicator = ApplicationCommunicator(app, _scope("GET", "/api/v1/me", [
+                (b"authorization", f"Bearer {owner.token}".encode())]))
+            communicators.append(communicator)
+            await communicator.send_input({"type": "http.request", "body": b""})
+            await communicator.wait(10)
+            return (await communicator.receive_output(1))["status"]
+
+        assert asyncio.run(run()) == 200
+    finally:
+        signals.request_started.disconnect(started)
+        signals.request_finished.disconnect(finished)
+    assert [name for name, *_ in seen] == ["started", "finished"]
+    (_, started_on, queued_at_start), (_, finished_on, queued_at_finish, connection_closed) = seen
+    assert started_on == finished_on == views[0]
+    assert queued_at_start == queued_at_finish == 0  # nothing sent before the close
+    assert connection_closed
+    assert len(executors[0].submitted) == 1, executors[0].submitted
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_streamed_response_is_closed_after_it_has_been_sent(monkeypatch):
+    """GIVEN a view that streams its response (as a static file is) WHEN it is served THEN the
+    response is closed (request_finished) only after its last chunk has gone out."""
+    from django.core import signals
+    from django.http import StreamingHttpResponse
+
+    async def chunks():
+        yield b"one"
+        yield b"two"
+
+    app = SyncChainASGIHandler()
+    monkeypatch.setattr(app, "_sync_chain", lambda request: StreamingHttpResponse(chunks()))
+    communicators: list[ApplicationCommunicator] = []
+    finished_at: list[int] = []
+
+    def finished(**kwargs):
+        finished_at.append(communicators[-1].output_queue.qsize())
+
+    signals.request_finished.connect(finished)
+    try:
+        async def run():
+            communicator = ApplicationCommunicator(app, _scope("GET", "/streamed"))
+            communicators.append(communicator)
+            await communicator.send_input({"type": "http.request", "body": b""})
+            await communicator.wait(10)
+            return [await communicator.receive_output(1) for _ in range(4)]
+
+        messages = asyncio.run(run())
+    finally:
+        signals.request_finished.disconnect(finished)
+    assert b"".join(m.get("body", b"") for m in messages[1:]) == b"onetwo"
+    assert finished_at == [4]  # the start, two chunks and the closing message were all sent
