@@ -71,7 +71,7 @@ class WorkspaceSearchView(ApiView):
         never match."""
         access = workspace_for(request.user, ws, need=Role.VIEWER)
         selectors.require_intelligence(access.workspace)
-        return _search(self.data(SearchInput), [access.workspace.id])
+        return _search(self.data(SearchInput), [access.workspace_id])
 
 
 class SearchView(ApiView):
@@ -107,7 +107,7 @@ class AskView(ApiView):
         access = workspace_for(request.user, ws, need=Role.VIEWER)
         selectors.require_intelligence(access.workspace)
         data = self.data(self.InputSerializer)
-        answer = answers.ask(workspace_ids=[access.workspace.id], question=data["question"])
+        answer = answers.ask(workspace_ids=[access.workspace_id], question=data["question"])
         return Response({"answer": answer.text, "citations": answer.citations, "pending": answer.pending})
 
 
@@ -138,8 +138,8 @@ class IndexView(ApiView):
         status = request.query_params.get("status") or None
         if status is not None and status not in IndexState.Status.values:
             raise Invalid("invalid_status", f"'status' is one of {', '.join(IndexState.Status.values)}.")
-        qs = selectors.index_states(workspace_id=access.workspace.id, status=status)
+        qs = selectors.index_states(workspace_id=access.workspace_id, status=status)
         page = keyset_page(qs, request=request, scope=f"index:{ws}:{status or ''}", key="path",
                            render=lambda rows: [_entry(s) for s in rows])
-        page["counts"] = selectors.index_counts(workspace_id=access.workspace.id)
+        page["counts"] = selectors.index_counts(workspace_id=access.workspace_id)
         return Response(page)

@@ -1,7 +1,6 @@
 """The one permission gate for workspaces (STYLE rule 3)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections, router
@@ -12,6 +11,7 @@ from workspace.errors import Forbidden, NotFound
 from workspace.models import Membership, Role, Workspace
 
 _WORKSPACE = Columns(Workspace, "w")
+_ID = _WORKSPACE.attnames.index("id")
 _MEMBER_SQL = (
     f"SELECT m.role, {_WORKSPACE.sql}"  # noqa: S608
     f" FROM {Workspace._meta.db_table} w JOIN {Membership._meta.db_table} m ON m.workspace_id = w.id"
@@ -19,14 +19,35 @@ _MEMBER_SQL = (
 )
 
 
-@dataclass(frozen=True)
 class Access:
-    workspace: Workspace
-    user: Any
-    role: Role
+    """What `user` may do in one workspace: its id, the user, the user's role, and the workspace.
+
+    Most requests need only the id, so `workspace_for` hands over the row it read and the
+    `Workspace` instance is built from it on first use (building it cost more than reading it)."""
+
+    __slots__ = ("_row", "_workspace", "role", "user", "workspace_id")
+
+    def __init__(self, *, user: Any, role: Role, workspace: Workspace | None = None,
+                 row: tuple[Any, tuple[Any, ...]] | None = None) -> None:
+        """`workspace`, or `row`: (the connection it was read on, its columns in `_WORKSPACE` order)."""
+        if (workspace is None) == (row is None):
+            raise TypeError("Access needs a workspace or the row of one, not both")
+        self.user, self.role = user, role
+        self._workspace, self._row = workspace, row
+        self.workspace_id: str = workspace.id if workspace is not None else row[1][_ID]  # type: ignore[index]
+
+    @property
+    def workspace(self) -> Workspace:
+        if self._workspace is None:
+            connection, values = self._row  # type: ignore[misc]
+            self._workspace, self._row = _WORKSPACE.instance(connection, values), None
+        return self._workspace
 
     def at_least(self, need: Role) -> bool:
         return self.role.at_least(need)
+
+    def __repr__(self) -> str:
+        return f"<Access {self.user} {self.role.value} in {self.workspace_id}>"
 
 
 def workspace_for(user: Any, ws_id: str, *, need: Role = Role.VIEWER) -> Access:
@@ -44,11 +65,10 @@ def workspace_for(user: Any, ws_id: str, *, need: Role = Role.VIEWER) -> Access:
     if row is None:
         raise NotFound("workspace")
     role = Role(row[0])
-    workspace = _WORKSPACE.instance(connection, row[1:])
     if not role.at_least(need):
         raise Forbidden("forbidden", f"This needs the {Role(need).value} role in the workspace; you are {role.value}.",
                         required_role=Role(need).value, role=role.value)
-    return Access(workspace=workspace, user=user, role=role)
+    return Access(user=user, role=role, row=(connection, row[1:]))
 
 
 def readable_workspace_ids(user: Any) -> list[str]:

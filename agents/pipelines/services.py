@@ -71,7 +71,7 @@ def pipeline_submit(*, access: Access, spec: Any, trusted: bool = False) -> Pipe
     trusted = bool(trusted or getattr(access.user, "is_superuser", False))
     run_id = new_id("plr")
     spec_obj, plan = build_plan(spec, run_id=run_id, trusted=trusted, server_buckets=set(server_limits()))
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     ready: list[dispatch.Dispatch] = []
     with transaction.atomic():
         # Registered first, so it runs first on commit: the first wave is enqueued before the
@@ -120,7 +120,7 @@ def released_by(*, run_id: str, task_id: str) -> list[dispatch.Dispatch]:
 def get_run(*, access: Access, run_id: Any) -> PipelineRun:
     if not isinstance(run_id, str) or not run_id or len(run_id) > 32:
         raise NotFound("pipeline")
-    run = PipelineRun.objects.select_related("created_by").filter(workspace_id=access.workspace.id, pk=run_id).first()
+    run = PipelineRun.objects.select_related("created_by").filter(workspace_id=access.workspace_id, pk=run_id).first()
     if run is None:
         raise NotFound("pipeline")
     return run
@@ -134,7 +134,7 @@ def pipeline_cancel(*, access: Access, run_id: str) -> PipelineRun:
     if run.created_by_id != access.user.pk and not access.at_least(Role.ADMIN):
         raise Forbidden("forbidden", "Only the run's creator or an admin may cancel it.")
     with transaction.atomic():
-        lock_workspace(access.workspace.id)
+        lock_workspace(access.workspace_id)
         run = PipelineRun.objects.select_for_update().get(pk=run.pk)
         if run.status != PipelineRun.Status.RUNNING:
             raise Conflict("not_cancellable", f"The run has already {run.status}.", status=run.status)

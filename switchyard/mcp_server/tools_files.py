@@ -178,7 +178,7 @@ async def file_list(
         rows = list(qs.order_by("path")[: limit + 1])
         more = len(rows) > limit
         rows = rows[:limit]
-        locks = lock_state_for(workspace_id=access.workspace.id, paths=[f.path for f in rows])
+        locks = lock_state_for(workspace_id=access.workspace_id, paths=[f.path for f in rows])
         return {"files": [{"path": f.path, "version": f.version, "size": f.size, "sha256": f.sha256,
                            "author": f.author.username, "updated_at": iso(f.updated_at),
                            "lock": locks.get(f.path)} for f in rows],

@@ -47,7 +47,7 @@ async def search(
         if workspace is not None:
             access = workspace_for(user, workspace, need=Role.VIEWER)
             require_intelligence(access.workspace)
-            workspace_ids = [access.workspace.id]
+            workspace_ids = [access.workspace_id]
         else:
             workspace_ids = list(Workspace.objects.filter(pk__in=readable_workspace_ids(user), intelligence=True)
                                  .values_list("pk", flat=True))
@@ -83,7 +83,7 @@ async def ask(
             raise Invalid("invalid_question", "The question must not be blank.")
         access = workspace_for(user, workspace, need=Role.VIEWER)
         require_intelligence(access.workspace)
-        answer = answers.ask(workspace_ids=[access.workspace.id], question=question)
+        answer = answers.ask(workspace_ids=[access.workspace_id], question=question)
         return {"answer": answer.text, "citations": answer.citations, "pending": answer.pending}
 
     return await call(ctx, run)
@@ -107,7 +107,7 @@ async def events(
 
     def run(user: Any) -> dict[str, Any]:
         access = workspace_for(user, workspace)
-        rows = events_after(workspace_id=access.workspace.id, after=after, limit=limit, types=types or None)
+        rows = events_after(workspace_id=access.workspace_id, after=after, limit=limit, types=types or None)
         return {"events": rows, "next_after": rows[-1]["seq"] if rows else after}
 
     return await call(ctx, run)

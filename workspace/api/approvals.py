@@ -69,7 +69,7 @@ class ApprovalsView(ApiView):
         responses={200: page_of("ApprovalPage", ApprovalOutput()), **errors(400, 401, 404)})
     def get(self, request: Request, ws: str) -> Response:
         access = workspace_for(request.user, ws)
-        qs = _approvals(access.workspace.id)
+        qs = _approvals(access.workspace_id)
         wanted = request.query_params.get("status")
         if wanted:
             if wanted not in ApprovalStatus.values:
@@ -94,7 +94,7 @@ class ApprovalDetailView(ApiView):
     @extend_schema(operation_id="approval_get", responses={200: ApprovalOutput, **errors(401, 404)})
     def get(self, request: Request, ws: str, approval_id: str) -> Response:
         access = workspace_for(request.user, ws)
-        approval = _approvals(access.workspace.id).filter(pk=approval_id).first()
+        approval = _approvals(access.workspace_id).filter(pk=approval_id).first()
         if approval is None:
             raise NotFound("approval")
         return Response(approval_json(approval))
@@ -117,4 +117,4 @@ class ApprovalDecideView(ApiView):
         data = self.data(self.InputSerializer)
         approval = svc.approval_decide(access=access, approval_id=approval_id, decision=data["decision"],
                                        comment=data["comment"])
-        return Response(approval_json(_approvals(access.workspace.id).get(pk=approval.pk)))
+        return Response(approval_json(_approvals(access.workspace_id).get(pk=approval.pk)))

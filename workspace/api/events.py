@@ -52,7 +52,7 @@ class EventsView(ApiView):
 
             after = max(after, int(decode_cursor(f"events:{ws}", cursor)))
         types = [t for t in request.query_params.get("type", "").split(",") if t]
-        rows = events_after(workspace_id=access.workspace.id, after=after, limit=limit + 1, types=types)
+        rows = events_after(workspace_id=access.workspace_id, after=after, limit=limit + 1, types=types)
         more = len(rows) > limit
         rows = rows[:limit]
         from workspace.api.pagination import encode_cursor

@@ -185,7 +185,7 @@ class TreeView(ApiView):
             qs = qs.filter(path__startswith=prefix)
 
         def render(rows: list[File]) -> list[dict[str, Any]]:
-            locks = lock_state_for(workspace_id=access.workspace.id, paths=[f.path for f in rows])
+            locks = lock_state_for(workspace_id=access.workspace_id, paths=[f.path for f in rows])
             return [{"path": f.path, "version": f.version, "size": f.size, "sha256": f.sha256,
                      "author": f.author.username, "updated_at": f.updated_at.isoformat().replace("+00:00", "Z"),
                      "lock": locks.get(f.path)} for f in rows]

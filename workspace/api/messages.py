@@ -79,7 +79,7 @@ class TopicMessagesView(ApiView):
         cursor = request.query_params.get("cursor")
         if cursor:
             after = max(after, int(decode_cursor(scope, cursor)))
-        rows = svc.messages_after(workspace_id=access.workspace.id, topic=topic, after=after, limit=limit + 1)
+        rows = svc.messages_after(workspace_id=access.workspace_id, topic=topic, after=after, limit=limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
         return Response({"results": rows, "next": encode_cursor(scope, rows[-1]["offset"]) if more else None})

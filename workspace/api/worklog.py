@@ -85,4 +85,4 @@ class WorklogVerifyView(ApiView):
     def get(self, request: Request, ws: str) -> Response:
         """Recompute the hash chain: `{"ok": true, "entries": N}`, or the first entry that breaks it."""
         access = workspace_for(request.user, ws)
-        return Response(svc.worklog_verify(workspace_id=access.workspace.id))
+        return Response(svc.worklog_verify(workspace_id=access.workspace_id))

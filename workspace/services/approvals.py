@@ -65,7 +65,7 @@ def approval_request(*, access: Access, title: str, description: str = "", task_
         raise Invalid("invalid_field", "'version' is a version number.", field="version")
     if path is not None:
         path = validate_path(path)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     with transaction.atomic():
         lock_workspace(ws_id)
         task = None
@@ -119,7 +119,7 @@ def approval_decide(*, access: Access, approval_id: str, decision: str, comment:
     if decision not in ("approve", "reject"):
         raise Invalid("invalid_field", "'decision' is 'approve' or 'reject'.", field="decision")
     comment = clean_text(comment, "comment", max_length=MAX_COMMENT, allow_empty=True)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     # Staleness found here is recorded in its own transaction, so it stays recorded even though the
     # decision that found it is refused.
     approval = _get_approval(ws_id, approval_id)

@@ -83,12 +83,12 @@ def _new_version(*, access: Access, path: str, head: File | None, sha: str, size
     now = timezone.now()
     number = (head.version if head else 0) + 1
     version = FileVersion.objects.create(
-        workspace_id=access.workspace.id, path=path, version=number, deleted=deleted, sha256=sha, size=size,
+        workspace_id=access.workspace_id, path=path, version=number, deleted=deleted, sha256=sha, size=size,
         author=access.user, on_behalf_of=getattr(access.user, "on_behalf_of", None), task_id=task_id or "",
         lock_token=lock_token, created_at=now,
     )
     if head is None:
-        File.objects.create(workspace_id=access.workspace.id, path=path, version=number, deleted=deleted,
+        File.objects.create(workspace_id=access.workspace_id, path=path, version=number, deleted=deleted,
                             sha256=sha, size=size, author=access.user, updated_at=now)
     else:
         updated = File.objects.filter(pk=head.pk, version=head.version).update(
@@ -107,7 +107,7 @@ def file_write(*, access: Access, path: str, content: bytes, if_match: int | Non
     validate_path(path)
     if len(content) > settings.MAX_FILE_SIZE:
         raise TooLarge("too_large", f"A file is at most {settings.MAX_FILE_SIZE} bytes.", limit=settings.MAX_FILE_SIZE)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     rule_check_write(workspace_id=ws_id, path=path, user=access.user)
     # The blob goes to disk before the transaction: content-addressed, so an aborted write
     # leaves at most an unreferenced blob (which fsck reports), never a version without content.
@@ -138,7 +138,7 @@ def file_delete(*, access: Access, path: str, if_match: int | None = None, lock_
     if not access.at_least(Role.EDITOR):
         raise Forbidden("forbidden", "Deleting files needs the editor role.")
     validate_path(path)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     rule_check_write(workspace_id=ws_id, path=path, user=access.user)
     with transaction.atomic():
         lock_workspace(ws_id)
@@ -167,7 +167,7 @@ def file_move(*, access: Access, src: str, dst: str, if_match: int | None = None
     validate_path(dst)
     if src == dst:
         raise Invalid("same_path", "'from' and 'to' are the same path.")
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     rule_check_write(workspace_id=ws_id, path=src, user=access.user)
     rule_check_write(workspace_id=ws_id, path=dst, user=access.user)
     with transaction.atomic():
@@ -191,7 +191,7 @@ def file_move(*, access: Access, src: str, dst: str, if_match: int | None = None
 
 def file_read(*, access: Access, path: str, version: int | None = None) -> tuple[FileVersion, bytes]:
     validate_path(path)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     qs = FileVersion.objects.select_related("author").filter(workspace_id=ws_id, path=path)
     if version is None:
         head = File.objects.filter(workspace_id=ws_id, path=path).first()
@@ -213,7 +213,7 @@ def file_diff(*, access: Access, path: str, from_version: int, to_version: int) 
     validate_path(path)
     versions = {
         v.version: v
-        for v in FileVersion.objects.filter(workspace_id=access.workspace.id, path=path,
+        for v in FileVersion.objects.filter(workspace_id=access.workspace_id, path=path,
                                             version__in=[from_version, to_version])
     }
     for number in (from_version, to_version):

@@ -329,7 +329,7 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
     paths = _clean_paths(paths)
     ttl = _clean_ttl(ttl_seconds)
     reason = _clean_reason(reason)
-    ws_id, user = access.workspace.id, access.user
+    ws_id, user = access.workspace_id, access.user
     # No read-only check first: most requests are granted, and it would run the same query twice
     # for them. A refusal costs a short write transaction that writes nothing (or records the
     # expiries it found).
@@ -377,7 +377,7 @@ def lock_acquire_waiting(*, access: Access, paths: list[str], wait_seconds: floa
             raise
     paths = _clean_paths(paths)  # valid: the attempt has checked them
     deadline = time.monotonic() + wait
-    ws_id, user = access.workspace.id, access.user
+    ws_id, user = access.workspace_id, access.user
     ticket = waiter_enqueue(ws_id, user, paths)
     next_beat = time.monotonic() + HEARTBEAT_SECONDS
     try:
@@ -426,7 +426,7 @@ def lock_renew(*, access: Access, lock_id: str, ttl_seconds: int | None = None) 
         raise Forbidden("forbidden", "Renewing locks needs the editor role.")
     if ttl_seconds is not None:
         _clean_ttl(ttl_seconds)
-    ws_id, user = access.workspace.id, access.user
+    ws_id, user = access.workspace_id, access.user
     gone: Gone | None = None
     with transaction.atomic():
         lock_workspace(ws_id)
@@ -482,7 +482,7 @@ def _release_own(db: Plain, workspace_id: str, lock_id: str, user: Any,
 def lock_release(*, access: Access, lock_id: str) -> Lock:
     """The holder releases its lock; an admin or the owner may release anyone's (recorded as a
     force release). An ended lock is `410 lock_gone`."""
-    ws_id, user = access.workspace.id, access.user
+    ws_id, user = access.workspace_id, access.user
     gone: Gone | None = None
     with transaction.atomic(), Plain() as db:
         lock_workspace(ws_id)

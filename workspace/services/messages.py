@@ -244,8 +244,8 @@ def message_publish(*, access: Access, topic: str, body: Any, key: Any = None) -
     key = _validate_key(key)
     size = clean_json_object(body, code="invalid_body", what="'body'", max_bytes=BODY_MAX_BYTES)
     with transaction.atomic():
-        lock_workspace(access.workspace.id)
-        return _append(workspace_id=access.workspace.id, name=topic, body=body, key=key, size=size,
+        lock_workspace(access.workspace_id)
+        return _append(workspace_id=access.workspace_id, name=topic, body=body, key=key, size=size,
                        publisher=access.user)
 
 
@@ -260,7 +260,7 @@ def messages_after(*, workspace_id: str, topic: str, after: int, limit: int) -> 
 def topics_visible(*, access: Access) -> Any:
     """The workspace's topics the caller may read: others' inboxes are left out (in the query, so
     that pages stay full)."""
-    qs = Topic.objects.filter(workspace_id=access.workspace.id)
+    qs = Topic.objects.filter(workspace_id=access.workspace_id)
     if not access.at_least(Role.ADMIN):
         qs = qs.filter(~Q(name__startswith=INBOX_PREFIX) | Q(name=INBOX_PREFIX + access.user.username))
     return qs
@@ -274,7 +274,7 @@ def group_state(*, access: Access, topic: str, group: str) -> dict[str, Any]:
     check_read(access, topic)
     validate_group_name(group)
     found = (ConsumerGroup.objects.select_related("topic")
-             .filter(topic__workspace_id=access.workspace.id, topic__name=topic, name=group).first())
+             .filter(topic__workspace_id=access.workspace_id, topic__name=topic, name=group).first())
     if found is None:
         raise NotFound("group")
     now = db_now()
@@ -394,7 +394,7 @@ def _lookup(workspace_id: str, topic: str, group: str) -> tuple[Topic | None, Co
 
 def _pull_once(*, access: Access, topic: str, group: str, limit: int, visibility: float,
                max_deliveries: int | None, precheck: bool = True) -> list[Lease]:
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     found, found_group = _lookup(ws_id, topic, group)
     if found is None or (precheck and not _has_work(found, found_group, max_deliveries)):
         return []
@@ -506,7 +506,7 @@ def group_wait(*, access: Access, topic: str, group: str, wait_seconds: float,
     waker: _Waker | None = None
     try:
         while True:
-            found, found_group = _lookup(access.workspace.id, topic, group)
+            found, found_group = _lookup(access.workspace_id, topic, group)
             if found is not None and _has_work(found, found_group, max_deliveries):
                 return True
             remaining = deadline - time.monotonic()
@@ -514,7 +514,7 @@ def group_wait(*, access: Access, topic: str, group: str, wait_seconds: float,
                 return False
             if waker is None:
                 # Subscribe, then look again: a publish between the look and the wait is not missed.
-                waker = _Waker(access.workspace.id, topic)
+                waker = _Waker(access.workspace_id, topic)
                 continue
             if waker.wait(min(remaining, POLL_INTERVAL)):
                 return True
@@ -552,7 +552,7 @@ def group_ack(*, access: Access, topic: str, group: str, offsets: Any) -> dict[s
             or not all(isinstance(o, int) and not isinstance(o, bool) and 1 <= o <= 2**62 for o in offsets)):
         raise Invalid("invalid_offsets", f"'offsets' is a list of 1-{ACK_MAX} message offsets.")
     wanted = sorted(set(offsets))
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     with transaction.atomic():
         lock_workspace(ws_id)
         found, found_group = _lookup(ws_id, topic, group)

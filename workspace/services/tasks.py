@@ -267,7 +267,7 @@ def task_create_many(*, access: Access, specs: Sequence[TaskSpec]) -> list[Task]
         names = [cleaned[int(i)].ref or f"tasks[{i}]" for i in cycle]
         raise Invalid("dependency_cycle", f"The dependencies form a cycle: {' -> '.join(names)}.", cycle=names)
     external = {d for spec in cleaned for d in spec.depends_on if d not in refs}
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     with transaction.atomic():
         lock_workspace(ws_id)
         existing = dict(Task.objects.filter(workspace_id=ws_id, pk__in=external).values_list("id", "status"))
@@ -327,7 +327,7 @@ def task_claim(*, access: Access, queue: str = "default", kinds: Iterable[str] =
     kind_list = _clean_kinds(kinds)
     if lease_seconds is not None:
         clean_int(lease_seconds, "lease_seconds", minimum=1, maximum=MAX_LEASE_SECONDS)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     ready = Task.objects.filter(workspace_id=ws_id, queue=queue, status=TaskStatus.QUEUED).filter(
         Q(not_before__isnull=True) | Q(not_before__lte=Now()))
     if kind_list:
@@ -383,7 +383,7 @@ def task_heartbeat(*, access: Access, task_id: str, lease_seconds: int | None = 
     _require_editor(access, "Heartbeats")
     if lease_seconds is not None:
         clean_int(lease_seconds, "lease_seconds", minimum=1, maximum=MAX_LEASE_SECONDS)
-    task, now = _get_task(access.workspace.id, task_id)
+    task, now = _get_task(access.workspace_id, task_id)
     _check_claimant(task, access.user, lease_id, now)
     seconds = lease_seconds or task.claim_lease_seconds or task.lease_seconds
     expires = now + timedelta(seconds=seconds)
@@ -393,7 +393,7 @@ def task_heartbeat(*, access: Access, task_id: str, lease_seconds: int | None = 
                                   lease_id=task.lease_id, lease_expires_at__gt=now).update(
         lease_expires_at=expires, claim_lease_seconds=seconds, updated_at=now)
     if updated != 1:
-        current, at = _get_task(access.workspace.id, task_id)
+        current, at = _get_task(access.workspace_id, task_id)
         _check_claimant(current, access.user, task.lease_id, at)
         raise Conflict("not_claimant", "Your lease ended before the heartbeat.", reason="lease_expired")
     task.lease_expires_at = expires
@@ -417,7 +417,7 @@ def task_record_reads(*, access: Access, task_id: str, files: list[dict[str, Any
             raise Invalid("invalid_field", f"'files[{i}]' is an object {{path, version}}.", field=f"files[{i}]")
         path = validate_path(item.get("path"))  # type: ignore[arg-type]
         wanted[path] = clean_int(item.get("version"), f"files[{i}].version", minimum=1, maximum=2**31 - 1)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     task, now = _get_task(ws_id, task_id)
     _check_claimant(task, access.user, None, now)
     match = Q()
@@ -528,7 +528,7 @@ def task_complete(*, access: Access, task_id: str, result: Any = None, outputs: 
     if not isinstance(outputs, list | tuple) or len(outputs) > MAX_OUTPUTS:
         raise Invalid("invalid_field", f"'outputs' is a list of at most {MAX_OUTPUTS} paths.", field="outputs")
     outputs = list(dict.fromkeys(validate_path(p) for p in outputs))
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     with transaction.atomic():
         lock_workspace(ws_id)
         task, now = _get_task(ws_id, task_id, for_update=True)
@@ -644,7 +644,7 @@ def task_fail(*, access: Access, task_id: str, error: str = "", retry: bool = Tr
     or `failed`, with its error log written under failed/."""
     _require_editor(access, "Failing tasks")
     error = clean_text(error, "error", max_length=MAX_ERROR_CHARS, allow_empty=True)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     with transaction.atomic():
         ws = locked_workspace(ws_id)
         task, now = _get_task(ws_id, task_id, for_update=True)
@@ -658,7 +658,7 @@ def task_cancel(*, access: Access, task_id: str, reason: str = "") -> Task:
     """Cancel an unfinished task (its creator, or an admin); its dependents are cancelled too."""
     _require_editor(access, "Cancelling tasks")
     reason = clean_text(reason, "reason", max_length=MAX_TITLE, allow_empty=True)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     with transaction.atomic():
         lock_workspace(ws_id)
         task, now = _get_task(ws_id, task_id, for_update=True)

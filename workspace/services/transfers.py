@@ -70,7 +70,7 @@ def transfer_offer(*, access: Access, to: str, message: str = "") -> Offer:
     recipient, email = _resolve_recipient(to)
     if recipient is not None and recipient.pk == access.user.pk:
         raise Invalid("self_transfer", "You already own this workspace.", field="to")
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     token = secrets.token_urlsafe(32)
     with transaction.atomic():
         lock_workspace(ws_id)

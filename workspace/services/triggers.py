@@ -114,7 +114,7 @@ def trigger_set(*, access: Access, name: str, on: Any, create_task: Any) -> tupl
     validate_trigger_name(name)
     event_type, prefix, topic = _parse_on(on)
     spec = _parse_create_task(create_task)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     with transaction.atomic():
         lock_workspace(ws_id)
         trigger = Trigger.objects.filter(workspace_id=ws_id, name=name).first()
@@ -150,13 +150,13 @@ def trigger_delete(*, access: Access, name: str) -> None:
         raise _admins_only()
     validate_trigger_name(name)
     with transaction.atomic():
-        lock_workspace(access.workspace.id)
-        trigger = Trigger.objects.filter(workspace_id=access.workspace.id, name=name).first()
+        lock_workspace(access.workspace_id)
+        trigger = Trigger.objects.filter(workspace_id=access.workspace_id, name=name).first()
         if trigger is None:
             raise NotFound("trigger")
         old = trigger_json(trigger)
         trigger.delete()
-        event_record(workspace_id=access.workspace.id, type="trigger.deleted", actor=access.user, target=name,
+        event_record(workspace_id=access.workspace_id, type="trigger.deleted", actor=access.user, target=name,
                      data={"old": _definition(old)})
 
 
@@ -164,7 +164,7 @@ def trigger_get(*, access: Access, name: str) -> Trigger:
     if not access.at_least(Role.ADMIN):
         raise _admins_only()
     validate_trigger_name(name)
-    trigger = Trigger.objects.select_related("created_by").filter(workspace_id=access.workspace.id, name=name).first()
+    trigger = Trigger.objects.select_related("created_by").filter(workspace_id=access.workspace_id, name=name).first()
     if trigger is None:
         raise NotFound("trigger")
     return trigger

@@ -52,7 +52,7 @@ def worklog_append(*, access: Access, message: str, task_id: str | None = None, 
         raise Forbidden("forbidden", "Writing to the worklog needs the editor role.", required_role="editor")
     message = clean_text(message, "message", max_length=MAX_MESSAGE)
     data_json = "" if data is None else canonical_json(clean_json(data, "data", max_bytes=MAX_DATA_BYTES))
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     with transaction.atomic():
         lock_workspace(ws_id)
         if task_id is not None and (not isinstance(task_id, str)

@@ -61,7 +61,7 @@ def workspace_create(*, user: Any, name: str, intelligence: bool = True) -> Work
 def workspace_update(*, access: Access, name: str | None = None, intelligence: bool | None = None) -> Workspace:
     _require_admin(access)
     with transaction.atomic():
-        ws = locked_workspace(access.workspace.id)
+        ws = locked_workspace(access.workspace_id)
         changes: dict[str, Any] = {}
         if name is not None:
             name = name.strip()
@@ -91,7 +91,7 @@ def member_set(*, access: Access, username: str, role: str) -> Membership:
         raise Invalid("invalid_role", "A role is one of 'admin', 'editor', 'viewer' (ownership moves by transfer).")
     target = _user_by_name(username)
     with transaction.atomic():
-        lock_workspace(access.workspace.id)
+        lock_workspace(access.workspace_id)
         membership = Membership.objects.filter(workspace=access.workspace, user=target).first()
         old = membership.role if membership else None
         if old == Role.OWNER:
@@ -107,7 +107,7 @@ def member_set(*, access: Access, username: str, role: str) -> Membership:
             membership.role = role
             membership.save(update_fields=["role"])
         if old != role:
-            event_record(workspace_id=access.workspace.id, type="member.set", actor=access.user, target=username,
+            event_record(workspace_id=access.workspace_id, type="member.set", actor=access.user, target=username,
                          data={"old": old, "new": role})
     return membership
 
@@ -116,7 +116,7 @@ def member_remove(*, access: Access, username: str) -> None:
     _require_admin(access)
     target = _user_by_name(username)
     with transaction.atomic():
-        lock_workspace(access.workspace.id)
+        lock_workspace(access.workspace_id)
         membership = Membership.objects.filter(workspace=access.workspace, user=target).first()
         if membership is None:
             raise NotFound("member")
@@ -125,7 +125,7 @@ def member_remove(*, access: Access, username: str) -> None:
         if membership.role == Role.ADMIN and not access.at_least(Role.OWNER) and target.pk != access.user.pk:
             raise Forbidden("forbidden", "Only the owner may remove an admin.")
         membership.delete()
-        event_record(workspace_id=access.workspace.id, type="member.removed", actor=access.user, target=username,
+        event_record(workspace_id=access.workspace_id, type="member.removed", actor=access.user, target=username,
                      data={"old": membership.role})
 
 
@@ -143,12 +143,12 @@ def rule_set(*, access: Access, prefix: str, writers: list[str]) -> DirectoryRul
             raise Invalid("not_a_member", f"{name!r} is not a member of this workspace.", username=name)
         users.append(user)
     with transaction.atomic():
-        lock_workspace(access.workspace.id)
+        lock_workspace(access.workspace_id)
         rule, created = DirectoryRule.objects.get_or_create(workspace=access.workspace, prefix=prefix)
         old = sorted(rule.writers.values_list("username", flat=True)) if not created else None
         rule.writers.set(users)
         rule.save()
-        event_record(workspace_id=access.workspace.id, type="rule.set", actor=access.user, target=prefix,
+        event_record(workspace_id=access.workspace_id, type="rule.set", actor=access.user, target=prefix,
                      data={"old": old, "new": sorted(u.username for u in users)})
     return rule
 
@@ -157,13 +157,13 @@ def rule_delete(*, access: Access, prefix: str) -> None:
     _require_admin(access)
     prefix = validate_prefix(prefix)
     with transaction.atomic():
-        lock_workspace(access.workspace.id)
+        lock_workspace(access.workspace_id)
         rule = DirectoryRule.objects.filter(workspace=access.workspace, prefix=prefix).first()
         if rule is None:
             raise NotFound("rule")
         old = sorted(rule.writers.values_list("username", flat=True))
         rule.delete()
-        event_record(workspace_id=access.workspace.id, type="rule.deleted", actor=access.user, target=prefix,
+        event_record(workspace_id=access.workspace_id, type="rule.deleted", actor=access.user, target=prefix,
                      data={"old": old})
 
 
@@ -219,6 +219,6 @@ def layout_create(*, access: Access, agents: list[str]) -> dict[str, Any]:
         for user in users:
             rule = rule_set(access=access, prefix=f"agent-{user.username}/", writers=[user.username])
             rules.append({"prefix": rule.prefix, "writers": [user.username]})
-        event_record(workspace_id=access.workspace.id, type="layout.created", actor=access.user, target="",
+        event_record(workspace_id=access.workspace_id, type="layout.created", actor=access.user, target="",
                      data={"directories": dirs, "agents": [u.username for u in users]})
     return {"directories": dirs, "created": created, "rules": rules}

@@ -18,7 +18,7 @@ SYSTEM = "(system)"
 @require_GET
 def activity_page(request: HttpRequest, ws: str) -> HttpResponse:
     access = page_access(request, ws)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     urls = Urls(ws_id)
     types = [t for t in request.GET.getlist("type") if t][:50]
     actor = request.GET.get("actor", "").strip()[:150]

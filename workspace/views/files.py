@@ -57,9 +57,9 @@ def workspace_home(request: HttpRequest, ws: str) -> HttpResponse:
         messages.error(request, exc.message)
         prefix = ""
     now = db_now()
-    urls = Urls(access.workspace.id)
-    files = tree_entries(workspace_id=access.workspace.id, prefix=prefix)
-    locks = active_locks(workspace_id=access.workspace.id, now=now)
+    urls = Urls(access.workspace_id)
+    files = tree_entries(workspace_id=access.workspace_id, prefix=prefix)
+    locks = active_locks(workspace_id=access.workspace_id, now=now)
     tree = render_tree(files, {lock.path: lock for lock in locks}, urls, now, base=prefix)
     crumbs = []
     if prefix:
@@ -105,7 +105,7 @@ def file_view(request: HttpRequest, ws: str, path: str) -> HttpResponse:
     """One version of a file (the newest unless `?version=`), with its lock and where it stands."""
     access = page_access(request, ws)
     path = _path_or_404(path)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     head = file_head(workspace_id=ws_id, path=path)
     if head is None:
         raise Http404("No such file.")
@@ -155,7 +155,7 @@ def file_history(request: HttpRequest, ws: str, path: str) -> HttpResponse:
     """Every version of a path, newest first, each viewable, and a diff between any two."""
     access = page_access(request, ws)
     path = _path_or_404(path)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     head = file_head(workspace_id=ws_id, path=path)
     if head is None:
         raise Http404("No file has ever been at this path.")
@@ -174,12 +174,12 @@ def file_diff(request: HttpRequest, ws: str, path: str) -> HttpResponse:
     """The unified diff between two versions (`?from=&to=`; by default the newest two)."""
     access = page_access(request, ws)
     path = _path_or_404(path)
-    head = file_head(workspace_id=access.workspace.id, path=path)
+    head = file_head(workspace_id=access.workspace_id, path=path)
     if head is None:
         raise Http404("No file has ever been at this path.")
     start = int_param(request, "from") or max(1, head.version - 1)
     end = int_param(request, "to") or head.version
-    context: dict[str, Any] = {"urls": Urls(access.workspace.id), "path": path, "head": head,
+    context: dict[str, Any] = {"urls": Urls(access.workspace_id), "path": path, "head": head,
                                "diff_from": start, "diff_to": end, "lines": [], "binary": False, "error": ""}
     status = 200
     try:

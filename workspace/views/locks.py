@@ -20,10 +20,10 @@ from workspace.views.present import Urls, time_left
 def locks_page(request: HttpRequest, ws: str) -> HttpResponse:
     access = page_access(request, ws)
     now = db_now()
-    urls = Urls(access.workspace.id)
+    urls = Urls(access.workspace_id)
     rows = [{"lock": lock, "left": time_left(lock.expires_at, now), "held": (now - lock.acquired_at).total_seconds(),
              "url": urls.file(lock.path) if not lock.subtree else f"{urls.home}?{urlencode({'prefix': lock.path})}"}
-            for lock in active_locks(workspace_id=access.workspace.id, now=now)]
+            for lock in active_locks(workspace_id=access.workspace_id, now=now)]
     return workspace_page(request, access, "workspace/locks.html", {"urls": urls, "now": now, "rows": rows},
                           tab="locks", fragments={"locks": "workspace/_locks.html"})
 
@@ -35,4 +35,4 @@ def lock_release_view(request: HttpRequest, ws: str, lock_id: str) -> HttpRespon
     access = page_access(request, ws, need=Role.VIEWER)
     act(request, lambda: lock_release(access=access, lock_id=lock_id),
         done=lambda lock: f"Released the lock on {lock.path} held by {lock.holder.username}.")
-    return back(request, reverse("ws-locks", kwargs={"ws": access.workspace.id}))
+    return back(request, reverse("ws-locks", kwargs={"ws": access.workspace_id}))

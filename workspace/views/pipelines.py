@@ -29,7 +29,7 @@ def pipelines_page(request: HttpRequest, ws: str) -> HttpResponse:
     rows = runs_json(runs)
     for row in rows:
         row["done"] = row["counts"].get("done", 0)
-    return workspace_page(request, access, "workspace/pipelines.html", {"urls": Urls(access.workspace.id),
+    return workspace_page(request, access, "workspace/pipelines.html", {"urls": Urls(access.workspace_id),
                                                                          "runs": rows},
                           tab="pipelines", fragments={"runs": "workspace/_pipelines.html"})
 
@@ -48,7 +48,7 @@ def pipeline_page(request: HttpRequest, ws: str, run_id: str) -> HttpResponse:
     except ServiceError as exc:
         raise Http404(exc.message) from exc
     now = db_now()
-    urls = Urls(access.workspace.id)
+    urls = Urls(access.workspace_id)
     step_rows = ordered_steps(run)
     timings = step_timings(step_rows)
     finished = run.metrics is not None and "critical_path" in run.metrics

@@ -74,12 +74,12 @@ def _answer(access: Access, question: str) -> dict[str, Any]:
     from search import answers, vectors
 
     try:
-        answer = answers.ask(workspace_ids=[access.workspace.id], question=question)
+        answer = answers.ask(workspace_ids=[access.workspace_id], question=question)
     except vectors.VectorStoreError:
         return {"error": "The vector index is unavailable right now; ask again in a moment."}
     except ServiceError as exc:
         return {"error": exc.message}
-    urls = Urls(access.workspace.id)
+    urls = Urls(access.workspace_id)
     citations = []
     for number, cite in enumerate(answer.citations, start=1):
         span = _passage(access, cite["path"], cite["version"], cite.get("snippet", ""))
@@ -113,17 +113,17 @@ def _link_citations(text: str, citations: list[dict[str, Any]]) -> SafeString:
 def search_page(request: HttpRequest, ws: str) -> HttpResponse:
     access = page_access(request, ws)
     query, mode, question = _params(request)
-    context: dict[str, Any] = {"urls": Urls(access.workspace.id), "query": query, "mode": mode,
+    context: dict[str, Any] = {"urls": Urls(access.workspace_id), "query": query, "mode": mode,
                                "question": question, "modes": _MODES}
     if request.GET.get("fragment") is None and access.workspace.intelligence:
         if query:
-            context["search"] = _hits([access.workspace.id], query, mode, {})
+            context["search"] = _hits([access.workspace_id], query, mode, {})
         if question:
             context["answer"] = _answer(access, question)
     if access.workspace.intelligence:
         from search.selectors import index_counts
 
-        context["index"] = index_counts(workspace_id=access.workspace.id)
+        context["index"] = index_counts(workspace_id=access.workspace_id)
     return workspace_page(request, access, "workspace/search.html", context, tab="search",
                           fragments={"index": "workspace/_index_state.html"})
 

@@ -50,9 +50,9 @@ def _card(task: Task, deps: list[Any], now: Any) -> dict[str, Any]:
 @require_GET
 def task_board_page(request: HttpRequest, ws: str) -> HttpResponse:
     access = page_access(request, ws)
-    context: dict[str, Any] = {"urls": Urls(access.workspace.id)}
+    context: dict[str, Any] = {"urls": Urls(access.workspace_id)}
     now = context["now"] = db_now()
-    board = task_board(workspace_id=access.workspace.id)
+    board = task_board(workspace_id=access.workspace_id)
     context["columns"] = [{
         "status": status.value, "label": status.label, "count": board.counts[status.value],
         "cards": [_card(t, board.depends_on.get(t.pk, []), now) for t in board.columns[status.value]],
@@ -65,7 +65,7 @@ def task_board_page(request: HttpRequest, ws: str) -> HttpResponse:
 @require_GET
 def task_page(request: HttpRequest, ws: str, task_id: str) -> HttpResponse:
     access = page_access(request, ws)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     task = task_detail(workspace_id=ws_id, task_id=task_id)
     if task is None:
         raise Http404("No such task.")
@@ -92,7 +92,7 @@ def task_page(request: HttpRequest, ws: str, task_id: str) -> HttpResponse:
 def worklog_page(request: HttpRequest, ws: str) -> HttpResponse:
     """The append-only history, newest first, by task and by author, with the chain's state."""
     access = page_access(request, ws)
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     task_filter = request.GET.get("task", "").strip()[:32]
     author_name = request.GET.get("author", "").strip()[:150]
     author_id = None
@@ -120,7 +120,7 @@ def worklog_page(request: HttpRequest, ws: str) -> HttpResponse:
 def _previews(access: Any, approvals: list[Approval]) -> dict[str, list[dict[str, Any]]]:
     """The file versions each pending approval concerns, rendered: its own `path@version`, or the
     versions its task wrote."""
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     written = task_versions(workspace_id=ws_id, task_ids=[a.task_id for a in approvals if a.task_id and not a.path])
     out: dict[str, list[dict[str, Any]]] = {}
     budget = PREVIEWS_PER_PAGE
@@ -163,10 +163,10 @@ def _description(approval: Approval) -> str:
 def approvals_page(request: HttpRequest, ws: str) -> HttpResponse:
     """Pending approvals with the file version each concerns beside it; admins decide here."""
     access = page_access(request, ws)
-    pending, settled = approvals_inbox(workspace_id=access.workspace.id)
+    pending, settled = approvals_inbox(workspace_id=access.workspace_id)
     previews = _previews(access, pending)
     context = {
-        "urls": Urls(access.workspace.id),
+        "urls": Urls(access.workspace_id),
         "pending": [{"approval": a, "previews": previews.get(a.pk, []), "description": _description(a)}
                     for a in pending],
         "settled": settled,
@@ -183,4 +183,4 @@ def approval_decide_view(request: HttpRequest, ws: str, approval_id: str) -> Htt
     act(request, lambda: approval_decide(access=access, approval_id=approval_id, decision=decision,
                                          comment=request.POST.get("comment", "")),
         done=lambda a: f"{'Approved' if a.status == 'approved' else 'Rejected'}: {a.title}")
-    return back(request, reverse("ws-approvals", kwargs={"ws": access.workspace.id}))
+    return back(request, reverse("ws-approvals", kwargs={"ws": access.workspace_id}))

@@ -62,7 +62,7 @@ def offer_respond(request: HttpRequest, transfer_id: str) -> HttpResponse:
 
 # -- members, rules, transfer ------------------------------------------------------------------------
 def _members_context(access: Any) -> dict[str, Any]:
-    ws_id = access.workspace.id
+    ws_id = access.workspace_id
     ws = access.workspace
     return {
         "urls": Urls(ws_id), "members": members(workspace_id=ws_id), "rules": rules(workspace_id=ws_id),
@@ -97,7 +97,7 @@ def members_action(request: HttpRequest, ws: str) -> HttpResponse:
     access = page_access(request, ws)
     if action in ADMIN_ACTIONS and not access.at_least(Role.ADMIN):
         messages.error(request, f"This needs the admin role in the workspace; you are {access.role.value}.")
-        return back(request, reverse("ws-members", kwargs={"ws": access.workspace.id}))
+        return back(request, reverse("ws-members", kwargs={"ws": access.workspace_id}))
     if action == "member_set":
         username = post.get("username", "").strip()
         act(request, lambda: ws_svc.member_set(access=access, username=username, role=post.get("role", "")),
@@ -121,7 +121,7 @@ def members_action(request: HttpRequest, ws: str) -> HttpResponse:
             done="The offer was withdrawn.")
     else:
         messages.error(request, "Unknown action.")
-    return back(request, reverse("ws-members", kwargs={"ws": access.workspace.id}))
+    return back(request, reverse("ws-members", kwargs={"ws": access.workspace_id}))
 
 
 @login_required
@@ -135,7 +135,7 @@ def transfer_offer_view(request: HttpRequest, ws: str) -> HttpResponse:
                                             message=request.POST.get("message", ""))
     except ServiceError as exc:
         messages.error(request, exc.message)
-        return redirect("ws-members", ws=access.workspace.id)
+        return redirect("ws-members", ws=access.workspace_id)
     link = request.build_absolute_uri(accept_path(offer.transfer.pk, offer.token))
     context = {**_members_context(access), "offer": offer.transfer, "accept_link": link}
     response = workspace_page(request, access, "workspace/transfer_offered.html", context, tab="members",
