@@ -144,6 +144,33 @@ def test_the_sweep_expires_due_locks_once_and_records_them(setup):
 
 
 @pytest.mark.django_db
+def test_the_sweeps_lock_queries_read_the_live_locks_not_the_history(setup):
+    """GIVEN a workspace with a history of ended locks and one due lock WHEN the sweep looks for
+    due locks (across workspaces, then in the workspace) THEN every query on the lock table reads
+    the index of active locks by expiry, never the workspace's whole lock history."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    if connection.vendor != "sqlite":
+        pytest.skip("reads SQLite's query plans")
+    ada = setup["ada_access"]
+    for i in range(20):
+        svc.lock_release(access=ada, lock_id=svc.lock_acquire(access=ada, paths=[f"h{i}.txt"], ttl_seconds=60)[0].id)
+    due = svc.lock_acquire(access=ada, paths=["due.txt"], ttl_seconds=60)[0]
+    Lock.objects.filter(pk=due.pk).update(expires_at=svc.db_now() - timedelta(seconds=1))
+    with CaptureQueriesContext(connection) as queries:
+        assert svc.lock_sweep() == 1
+    selects = [q["sql"] for q in queries if q["sql"].startswith("SELECT") and '"workspace_lock"' in q["sql"]
+               .replace("workspace_lock ", '"workspace_lock" ') and "expires_at" in q["sql"]]
+    assert len(selects) == 2, [q["sql"] for q in queries]
+    with connection.cursor() as cursor:
+        for sql in selects:
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}")
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+            assert "lock_due_idx" in plan, (sql, plan)
+
+
+@pytest.mark.django_db
 def test_a_due_lock_is_gone_at_acquire_even_before_the_sweep(setup):
     """GIVEN ada's lock past its expiry, not yet swept WHEN bert asks for the path THEN he gets it,
     and ada's expiry is recorded first, in the same transaction."""

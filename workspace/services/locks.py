@@ -539,9 +539,8 @@ def lock_sweep() -> int:
     interval of its expiry, even if nobody touches the path."""
     now = adapt_time(db_now())
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT DISTINCT workspace_id FROM {_LOCK} WHERE state = %s AND expires_at <= %s"
-                       f" UNION SELECT DISTINCT workspace_id FROM {_WAITER} WHERE alive_until <= %s",
-                       [Lock.State.ACTIVE.value, now, now])
+        cursor.execute(f"SELECT DISTINCT workspace_id FROM {_LOCK} WHERE {_ACTIVE} AND expires_at <= %s"  # noqa: S608
+                       f" UNION SELECT DISTINCT workspace_id FROM {_WAITER} WHERE alive_until <= %s", [now, now])
         workspaces = sorted(row[0] for row in cursor.fetchall())
     done = 0
     for ws_id in workspaces:
