@@ -50,3 +50,63 @@ def test_an_access_is_made_from_a_workspace_or_a_row_not_both(make_user):
         Access(user=ada.user, role=Role.EDITOR)
     with pytest.raises(TypeError):
         Access(user=ada.user, role=Role.EDITOR, workspace=ws, row=(connection, ()))
+
+
+@pytest.mark.django_db
+def test_a_bearer_request_to_a_workspace_reads_token_and_membership_in_one_statement(make_user):
+    """GIVEN a member with a bearer token WHEN she calls a workspace endpoint THEN her token and her
+    membership are read in one statement (no second lookup by the gate), and what she gets is what
+    her role allows: the list for a viewer, 403 for a viewer's lock, 404 for a stranger or a
+    workspace that does not exist."""
+    from rest_framework.test import APIClient
+
+    ada, bea, cy = make_user("ada"), make_user("bea"), make_user("cy")
+    ws = workspace_create(user=ada.user, name="One", intelligence=False)
+    member_set(access=workspace_for(ada.user, ws.id), username="bea", role=Role.VIEWER)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {bea.token}")
+    client.get("/api/v1/me")  # last_used_at is written once a minute: not in the counted request
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"/api/v1/workspaces/{ws.id}/locks")
+    assert response.status_code == 200, response.content
+    membership_reads = [q["sql"] for q in queries.captured_queries if "workspace_membership" in q["sql"]]
+    assert len(membership_reads) == 1 and "agents_apitoken" in membership_reads[0]
+    refused = client.post(f"/api/v1/workspaces/{ws.id}/locks", {"path": "a.txt"}, format="json")
+    assert refused.status_code == 403 and refused.json()["error"]["role"] == "viewer"
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {cy.token}")
+    assert client.get(f"/api/v1/workspaces/{ws.id}/locks").status_code == 404
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {ada.token}")
+    assert client.get("/api/v1/workspaces/ws_missing/locks").status_code == 404
+    assert client.post(f"/api/v1/workspaces/{ws.id}/locks", {"path": "a.txt"}, format="json").status_code == 201
+
+
+@pytest.mark.django_db
+def test_a_membership_read_with_the_token_serves_one_check_of_that_workspace_only(make_user):
+    """GIVEN a user authenticated with her membership in workspace A read along WHEN the gate checks A
+    THEN it uses that read (no query); a second check of A, after her role changed, reads the new
+    role; a check of workspace B reads B."""
+    from agents.authentication import user_for_token
+
+    ada, bea = make_user("ada"), make_user("bea")
+    a = workspace_create(user=ada.user, name="A", intelligence=False)
+    b = workspace_create(user=ada.user, name="B", intelligence=False)
+    owner = workspace_for(ada.user, a.id)
+    member_set(access=owner, username="bea", role=Role.EDITOR)
+    member_set(access=workspace_for(ada.user, b.id), username="bea", role=Role.VIEWER)
+    user = user_for_token(bea.token, workspace_id=a.id)
+    user_for_token(bea.token)  # last_used_at written: not counted below
+    user = user_for_token(bea.token, workspace_id=a.id)
+    with CaptureQueriesContext(connection) as queries:
+        first = workspace_for(user, a.id, need=Role.EDITOR)
+    assert len(queries) == 0
+    assert first.role == Role.EDITOR and first.workspace.name == "A"
+    member_set(access=workspace_for(ada.user, a.id), username="bea", role=Role.VIEWER)
+    with pytest.raises(Forbidden):
+        workspace_for(user, a.id, need=Role.EDITOR)
+    user = user_for_token(bea.token, workspace_id=a.id)
+    seen = workspace_for(user, b.id)
+    assert seen.role == Role.VIEWER and seen.workspace_id == b.id
+    stranger = user_for_token(make_user("cy").token, workspace_id=a.id)
+    with CaptureQueriesContext(connection) as queries, pytest.raises(NotFound):
+        workspace_for(stranger, a.id)
+    assert len(queries) == 0
