@@ -3,7 +3,8 @@
 Each consumer process pulls, "works" briefly, acks, and appends what it did to its own log file
 (`P <offsets>` after a pull, `A <offsets>` with the offsets the server confirmed acked). A victim is
 told to freeze: after its next pull it stops (`H`) and is SIGKILLed holding that lease, which must
-then come back to the others.
+then come back to the others. Meanwhile the others hold back (between their batches), so that the
+victim's next pull finds messages: otherwise they could drain the topic first.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ VISIBILITY = 2
 WORK_SECONDS = 0.03
 
 
-def consume(base_url: str, token: str, ws: str, log_path: str, stop: Any, freeze: Any) -> None:
+def consume(base_url: str, token: str, ws: str, log_path: str, stop: Any, freeze: Any, hold: Any) -> None:
     """One consumer process (started with the spawn method, so it shares nothing with pytest).
 
     Like any real agent it retries what the API says to retry (429 and 503, after `Retry-After`) and
@@ -51,6 +52,9 @@ def consume(base_url: str, token: str, ws: str, log_path: str, stop: Any, freeze
     try:
         with httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=30) as api:
             while not stop.is_set():
+                if hold.is_set() and not freeze.is_set():
+                    time.sleep(0.01)  # a victim is about to be frozen: let it pull first
+                    continue
                 pulled = call(api, "pull", {"max": 10, "visibility_seconds": VISIBILITY, "wait_seconds": 0.5})
                 offsets = [m["offset"] for m in pulled["results"]]
                 if not offsets:
@@ -106,8 +110,9 @@ def _run(live: Any, make_user: Any, make_agent: Any, tmp_path: Path, *, count: i
         ctx = multiprocessing.get_context("spawn")
         stop = ctx.Event()
         freeze = [ctx.Event() for _ in range(8)]
+        hold = ctx.Event()
         logs = [tmp_path / f"consumer-{i}.log" for i in range(8)]
-        procs = [ctx.Process(target=consume, args=(live.url, agents[i].token, ws, str(logs[i]), stop, freeze[i]),
+        procs = [ctx.Process(target=consume, args=(live.url, agents[i].token, ws, str(logs[i]), stop, freeze[i], hold),
                              daemon=True) for i in range(8)]
         for proc in procs:
             proc.start()
@@ -119,6 +124,7 @@ def _run(live: Any, make_user: Any, make_agent: Any, tmp_path: Path, *, count: i
                 while sum(len(o) for k, o in _all(logs) if k == "A") < share * count:
                     assert time.monotonic() < deadline, "consumers made no progress"
                     time.sleep(0.02)
+                hold.set()
                 freeze[victim].set()
                 while not _lines(logs[victim]) or _lines(logs[victim])[-1][0] != "H":
                     assert procs[victim].is_alive(), f"consumer {victim} died: {logs[victim].read_text()[-500:]}"
@@ -129,6 +135,7 @@ def _run(live: Any, make_user: Any, make_agent: Any, tmp_path: Path, *, count: i
                     time.sleep(0.01)
                 os.kill(procs[victim].pid, signal.SIGKILL)
                 procs[victim].join(10)
+                hold.clear()
                 last_leases[victim] = _lines(logs[victim])[-2][1]
             while True:
                 state = api.get(f"{topic_url(ws, TOPIC)}/groups/{GROUP}").json()
