@@ -93,7 +93,6 @@ def test_a_membership_read_with_the_token_serves_one_check_of_that_workspace_onl
     owner = workspace_for(ada.user, a.id)
     member_set(access=owner, username="bea", role=Role.EDITOR)
     member_set(access=workspace_for(ada.user, b.id), username="bea", role=Role.VIEWER)
-    user = user_for_token(bea.token, workspace_id=a.id)
     user_for_token(bea.token)  # last_used_at written: not counted below
     user = user_for_token(bea.token, workspace_id=a.id)
     with CaptureQueriesContext(connection) as queries:
