@@ -282,3 +282,41 @@ def test_a_release_wakes_the_head_waiter_and_looks_no_further_when_nobody_waits(
     other = lock_queue.waiter_enqueue(ws.id, setup["bert"].user, ["elsewhere.md"])
     svc.lock_release(access=setup["ada_access"], lock_id=lock.id)
     assert woken == [[ticket]], (ticket, other)
+
+
+@pytest.mark.django_db
+def test_a_refusal_reads_the_blocking_locks_with_their_users_in_one_statement(setup):
+    """GIVEN ada's lock (ada is an agent acting for olivia) WHEN bert asks for the path THEN the 423
+    names ada, her reason and expiry; inside the refusal's transaction the locks table is read
+    twice (the conflict scan, then the blocking locks with their holder and on-behalf-of joined)
+    and no user is read on its own; and those locks are what the ORM loads, users included."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    held = svc.lock_acquire(access=setup["ada_access"], paths=["p.txt"], ttl_seconds=60, reason="busy")[0]
+    with CaptureQueriesContext(connection) as queries, pytest.raises(svc.LockHeld) as refused:
+        svc.lock_acquire(access=setup["bert_access"], paths=["p.txt"], ttl_seconds=60)
+    assert refused.value.details["holder"] == "ada" and refused.value.details["lock"] == held.id
+    assert "(busy)" in refused.value.message and 55 < refused.value.retry_in <= 60
+    statements = [q["sql"] for q in queries]
+    assert len([sql for sql in statements if "workspace_lock" in sql]) == 2, statements
+    assert not [sql for sql in statements if "agents_user" in sql and "workspace_lock" not in sql], statements
+
+    mine = svc.lock_acquire(access=setup["bert_access"], paths=["q.txt"], ttl_seconds=60)[0]
+    Lock.objects.filter(pk=mine.pk).update(on_behalf_of=None)  # a human's own lock: nobody on whose behalf
+    expected = {lock.id: lock for lock in Lock.objects.select_related("holder", "on_behalf_of")
+                .filter(pk__in=[held.id, mine.id])}
+    with CaptureQueriesContext(connection) as queries:
+        loaded = svc._load_locks([mine.id, held.id])
+        relations = [(lock.holder, lock.on_behalf_of) for lock in loaded]
+    assert len(queries) == 1
+    assert [lock.path for lock in loaded] == ["p.txt", "q.txt"]
+    for lock, (holder, on_behalf_of) in zip(loaded, relations, strict=True):
+        orm = expected[lock.id]
+        assert [getattr(lock, f.attname) for f in Lock._meta.concrete_fields] == \
+            [getattr(orm, f.attname) for f in Lock._meta.concrete_fields]
+        assert holder == orm.holder and holder.username == orm.holder.username
+        assert on_behalf_of == orm.on_behalf_of
+    assert relations[0] == (setup["ada"].user, setup["owner"].user)
+    assert relations[1] == (setup["bert"].user, None)
+

@@ -31,6 +31,7 @@ from django.db import connection, transaction
 from django.db.models import F, Max
 
 from switchyard.db.plain import Plain
+from switchyard.db.rows import Columns
 from workspace.access import Access
 from workspace.errors import Conflict, Forbidden, Gone, Invalid, Locked, NotFound
 from workspace.ids import new_id
@@ -245,7 +246,26 @@ def _scan(db: Plain, workspace_id: str, paths: list[str], *, now: datetime, tick
 
 
 def _load_locks(ids: Iterable[str]) -> list[Lock]:
-    return list(Lock.objects.filter(pk__in=list(ids)).select_related("holder", "on_behalf_of"))
+    """The locks with these ids, by path, their holder and on-behalf-of users loaded with them (as
+    `select_related` would). Every refusal and every write under a lock reads them, the refusal
+    inside its write transaction: one plain statement, not an ORM query (which took longer to build
+    than the rest of the refusal)."""
+    ids = [str(lock_id) for lock_id in ids]
+    if not ids:
+        return []
+    connection = transaction.get_connection()
+    with Plain(connection) as db:
+        rows = db.all(f"{_LOAD_LOCKS} WHERE l.id IN ({', '.join(['%s'] * len(ids))}) ORDER BY l.path", ids)
+    locks = []
+    width, user_width = len(_LOCK_COLUMNS), len(_HOLDER_COLUMNS)
+    for row in rows:
+        lock: Lock = _LOCK_COLUMNS.instance(connection, row[:width])
+        _HOLDER.set_cached_value(lock, _HOLDER_COLUMNS.instance(connection, row[width:width + user_width]))
+        on_behalf_of = row[width + user_width:]
+        _ON_BEHALF_OF.set_cached_value(
+            lock, None if lock.on_behalf_of_id is None else _ON_BEHALF_OF_COLUMNS.instance(connection, on_behalf_of))
+        locks.append(lock)
+    return locks
 
 
 def _blocker(db: Plain, workspace_id: str, paths: list[str], *, user: Any, now: datetime,
@@ -300,6 +320,11 @@ _LOCK_FIELDS = ["id", "workspace_id", "path", "holder_id", "on_behalf_of_id", "t
 if [field.attname for field in Lock._meta.concrete_fields] != _LOCK_FIELDS:
     raise RuntimeError("Lock's columns changed: update _LOCK_FIELDS and the rows built with _built()")
 _HOLDER, _ON_BEHALF_OF, _ENDED_BY = (Lock._meta.get_field(name) for name in ("holder", "on_behalf_of", "ended_by"))
+_USER_TABLE = _HOLDER.related_model._meta.db_table
+_LOCK_COLUMNS, _HOLDER_COLUMNS, _ON_BEHALF_OF_COLUMNS = (
+    Columns(Lock, "l"), Columns(_HOLDER.related_model, "h"), Columns(_ON_BEHALF_OF.related_model, "o"))
+_LOAD_LOCKS = (f"SELECT {_LOCK_COLUMNS.sql}, {_HOLDER_COLUMNS.sql}, {_ON_BEHALF_OF_COLUMNS.sql} FROM {_LOCK} l"
+               f" JOIN {_USER_TABLE} h ON h.id = l.holder_id LEFT JOIN {_USER_TABLE} o ON o.id = l.on_behalf_of_id")
 
 
 def _built(alias: str, values: list[Any], *, holder: Any, on_behalf_of: Any = None, ended_by: Any = None) -> Lock:
