@@ -121,19 +121,21 @@ def live_waiters_sql() -> str:
     return f"EXISTS (SELECT 1 FROM {_WAITER} w WHERE w.workspace_id = %s AND w.alive_until > %s)"
 
 
+# Every release that finds waiters runs this inside its transaction, while the next holder waits
+# for the commit: one statement written out, not an ORM query (which took longer to build).
+_LIVE_WAITER_PATHS = (f"SELECT wp.waiter_id, wp.path FROM {_WAITER_PATH} wp JOIN {_WAITER} w ON w.id = wp.waiter_id"
+                      " WHERE wp.workspace_id = %s AND w.alive_until > %s ORDER BY wp.waiter_id")
+
+
 def wake_heads_on_commit(workspace_id: str, paths: list[str], *, now: datetime, waiting: bool | None = None) -> None:
     """After commit, wake the waiters that may now be served: those overlapping `paths` that
-    have no earlier live waiter overlapping them. `waiting` is whether the workspace has live
-    waiters, when the caller already knows (`live_waiters_sql`); otherwise it is looked up."""
+    have no earlier live waiter overlapping them. `waiting=False`: the caller knows that the
+    workspace has no live waiter (`live_waiters_sql`), and nothing is read."""
     if not paths or waiting is False:
         return
-    if waiting is None:
-        with connection.cursor() as cursor:
-            cursor.execute(f"SELECT {live_waiters_sql()}", [workspace_id, adapt_time(now)])
-            if not cursor.fetchone()[0]:
-                return
-    rows = LockWaiterPath.objects.filter(workspace_id=workspace_id, waiter__alive_until__gt=now) \
-        .order_by("waiter_id").values_list("waiter_id", "path")
+    with connection.cursor() as cursor:
+        cursor.execute(_LIVE_WAITER_PATHS, [workspace_id, adapt_time(now)])
+        rows = cursor.fetchall()
     queue: dict[int, list[str]] = {}
     for wid, p in rows:
         queue.setdefault(wid, []).append(p)
