@@ -2,6 +2,7 @@
 and the query count of the list endpoint."""
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -320,3 +321,44 @@ def test_a_refusal_reads_the_blocking_locks_with_their_users_in_one_statement(se
     assert relations[0] == (setup["ada"].user, setup["owner"].user)
     assert relations[1] == (setup["bert"].user, None)
 
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("enclosed", [False, True], ids=["own-transaction", "enclosing-transaction"])
+def test_a_refused_waiter_joins_the_queue_with_its_refusal(setup, monkeypatch, enclosed):
+    """GIVEN ada's lock WHEN bert waits 0.3 s for it THEN his first refusal takes his place in the
+    queue in its own transaction: no separate join and no second try before he sleeps; the wait
+    runs out as a 423 and his place is gone. In an enclosing transaction (an idempotent request's)
+    the refusal cannot keep the place: he joins on his own and tries again at once, as before."""
+    from django.db import transaction
+
+    from workspace.models import LockWaiter
+
+    steps: list[str] = []
+    real_enqueue, real_sleep = svc.waiter_enqueue, svc.sleep_until_woken
+
+    def enqueue(*args: object) -> int:
+        steps.append("join")
+        return real_enqueue(*args)
+
+    def sleep(ticket: int, timeout: float) -> None:
+        steps.append(f"sleep (queued: {LockWaiter.objects.filter(pk=ticket).count()})")
+        real_sleep(ticket, timeout)
+
+    monkeypatch.setattr(svc, "waiter_enqueue", enqueue)
+    monkeypatch.setattr(svc, "sleep_until_woken", sleep)
+
+    def attempt(*, ticket: int | None, join_queue: bool) -> list[Lock]:
+        steps.append(f"try (ticket: {ticket is not None}, join: {join_queue})")
+        with transaction.atomic() if enclosed else contextlib.nullcontext():
+            return svc.lock_acquire(access=setup["bert_access"], paths=["p.txt"], ticket=ticket,
+                                    join_queue=join_queue)
+
+    svc.lock_acquire(access=setup["ada_access"], paths=["p.txt"], ttl_seconds=60)
+    with pytest.raises(svc.LockHeld):
+        svc.lock_acquire_waiting(access=setup["bert_access"], paths=["p.txt"], wait_seconds=0.3, attempt=attempt)
+    if enclosed:
+        assert steps == ["try (ticket: False, join: True)", "join", "try (ticket: True, join: False)",
+                         "sleep (queued: 1)", "try (ticket: True, join: False)"]
+    else:
+        assert steps == ["try (ticket: False, join: True)", "sleep (queued: 1)", "try (ticket: True, join: False)"]
+    assert LockWaiter.objects.count() == 0

@@ -111,6 +111,31 @@ def test_a_wait_that_runs_out_is_a_423_and_leaves_the_queue(team):
     assert team.cy.post(ws_url(team.ws, "/locks"), json={"path": "free.txt"}).status_code == 201
 
 
+def test_a_waiter_with_an_idempotency_key_is_served_in_turn_and_its_retry_replays(team):
+    """GIVEN ada's lock WHEN bert waits for it with an Idempotency-Key (his tries then run inside
+    the key's transaction, so his refusal cannot keep his place: he queues on his own) and ada
+    releases THEN he gets the lock, the queue is empty, and his retry with the same key replays
+    the same grant without taking another."""
+    held = team.ada.post(ws_url(team.ws, "/locks"), json={"path": "keyed.txt", "ttl_seconds": 30}).json()
+    headers = {"Idempotency-Key": "wait-for-keyed-1"}
+    body = {"path": "keyed.txt", "wait_seconds": 20}
+    result: dict[str, httpx.Response] = {}
+    waiter = threading.Thread(target=lambda: result.update(
+        first=team.bert.post(ws_url(team.ws, "/locks"), json=body, headers=headers)))
+    waiter.start()
+    wait_until(lambda: queued() == 1, what="bert to queue")
+    assert team.ada.delete(ws_url(team.ws, f"/locks/{held['id']}")).status_code == 204
+    waiter.join(timeout=20)
+    first = result["first"]
+    assert first.status_code == 201 and first.json()["holder"] == "bert", first.text
+    assert queued() == 0
+    again = team.bert.post(ws_url(team.ws, "/locks"), json=body, headers=headers)
+    assert again.status_code == 201 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    holders = [e["data"]["holder"] for e in all_events(team.owner, team.ws, types="lock.acquired")]
+    assert holders == ["ada", "bert"]
+
+
 def test_a_client_that_disconnects_while_waiting_leaves_the_queue(team, live):
     """GIVEN bert waiting up to 20 s for ada's lock WHEN bert's connection drops after 0.5 s THEN
     his place in the queue is removed at once, so after ada releases a request that does not

@@ -61,8 +61,9 @@ async def lock_acquire(
         access = workspace_for(user, workspace, need=Role.EDITOR)
         granted = locks.lock_acquire_waiting(
             access=access, paths=[path], wait_seconds=wait_seconds,
-            attempt=lambda ticket: locks.lock_acquire(access=access, paths=[path], ttl_seconds=ttl_seconds,
-                                                      reason=reason, ticket=ticket),
+            attempt=lambda ticket, join_queue: locks.lock_acquire(access=access, paths=[path],
+                                                                  ttl_seconds=ttl_seconds, reason=reason,
+                                                                  ticket=ticket, join_queue=join_queue),
         )
         return locks.lock_summary(granted[0])
 

@@ -98,15 +98,15 @@ class _Acquire(ApiView):
                 batch: bool) -> Response:
         return svc.lock_acquire_waiting(
             access=access, paths=paths, wait_seconds=data["wait_seconds"],
-            attempt=lambda ticket: self.grant(request, ws, access=access, paths=paths, data=data, batch=batch,
-                                              ticket=ticket),
+            attempt=lambda ticket, join_queue: self.grant(request, ws, access=access, paths=paths, data=data,
+                                                          batch=batch, ticket=ticket, join_queue=join_queue),
         )
 
     @idempotent
     def grant(self, request: Request, ws: str, *, access: Access, paths: list[str], data: dict[str, Any],
-              batch: bool, ticket: int | None) -> Response:
+              batch: bool, ticket: int | None, join_queue: bool) -> Response:
         locks = svc.lock_acquire(access=access, paths=paths, ttl_seconds=data["ttl_seconds"],
-                                 reason=data["reason"], ticket=ticket)
+                                 reason=data["reason"], ticket=ticket, join_queue=join_queue)
         if batch:
             return Response({"locks": [svc.lock_summary(lock) for lock in locks]}, status=status.HTTP_201_CREATED)
         return Response(svc.lock_summary(locks[0]), status=status.HTTP_201_CREATED,

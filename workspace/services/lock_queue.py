@@ -66,18 +66,22 @@ _WAITER_PATH = LockWaiterPath._meta.db_table
 
 
 def waiter_enqueue(workspace_id: str, user: Any, paths: list[str]) -> int:
-    """Join the queue: the new waiter's id is its ticket, assigned under the workspace row lock,
-    so tickets are in commit order."""
+    """Join the queue in a transaction of its own; the ticket (see `waiter_insert`)."""
     with transaction.atomic():
         lock_workspace(workspace_id)
-        now = db_now()
-        with connection.cursor() as cursor:
-            cursor.execute(f"INSERT INTO {_WAITER} (workspace_id, user_id, alive_until, created_at)"
-                           " VALUES (%s, %s, %s, %s) RETURNING id",
-                           [workspace_id, user.pk, adapt_time(now + WAITER_GRACE), adapt_time(now)])
-            ticket = int(cursor.fetchone()[0])
-            cursor.executemany(f"INSERT INTO {_WAITER_PATH} (waiter_id, workspace_id, path) VALUES (%s, %s, %s)",
-                               [[ticket, workspace_id, p] for p in paths])
+        return waiter_insert(workspace_id, user, paths, now=db_now())
+
+
+def waiter_insert(workspace_id: str, user: Any, paths: list[str], *, now: datetime) -> int:
+    """Join the queue inside the caller's transaction, which holds the workspace row lock: the
+    new waiter's id is its ticket, so tickets are in commit order."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {_WAITER} (workspace_id, user_id, alive_until, created_at)"
+                       " VALUES (%s, %s, %s, %s) RETURNING id",
+                       [workspace_id, user.pk, adapt_time(now + WAITER_GRACE), adapt_time(now)])
+        ticket = int(cursor.fetchone()[0])
+        cursor.executemany(f"INSERT INTO {_WAITER_PATH} (waiter_id, workspace_id, path) VALUES (%s, %s, %s)",
+                           [[ticket, workspace_id, p] for p in paths])
     return ticket
 
 

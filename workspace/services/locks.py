@@ -13,18 +13,18 @@
   The newest grant covering a path is remembered by the `Lock` rows themselves, which stay
   after the lock ends; a write must carry the token of the caller's lock on the path, and a
   token older than the path's newest grant is refused, even if it was once legitimate.
-- Waiting: a request that may wait joins the queue (workspace/services/lock_queue.py) and is
-  served when no earlier live waiter overlaps it and no lock blocks it, so nothing overtakes an
-  earlier waiter. No transaction is held while waiting, and the waiter leaves the queue on
-  timeout, error or client disconnect.
+- Waiting: a request that may wait joins the queue (workspace/services/lock_queue.py) in the
+  transaction that refuses it, and is served when no earlier live waiter overlaps it and no lock
+  blocks it, so nothing overtakes an earlier waiter. No transaction is held while waiting, and
+  the waiter leaves the queue on timeout, error or client disconnect.
 """
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -51,6 +51,7 @@ from workspace.services.lock_queue import (
     waiter_delete,
     waiter_enqueue,
     waiter_heartbeat,
+    waiter_insert,
     waiter_leave,
     wake_heads_on_commit,
 )
@@ -60,6 +61,13 @@ __all__ = ["covering_paths", "db_now", "lock_acquire", "lock_acquire_waiting", "
            "lock_release", "lock_renew", "lock_state_for", "lock_summary", "lock_sweep", "paths_overlap"]
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Attempt(Protocol[T_co]):
+    """One try at a grant for `lock_acquire_waiting`: `lock_acquire(..., ticket=, join_queue=)`."""
+
+    def __call__(self, *, ticket: int | None, join_queue: bool) -> T_co: ...
 
 MAX_WAIT_SECONDS = 60
 MAX_BATCH_PATHS = 100
@@ -157,7 +165,14 @@ def _retry_after(until: datetime, now: datetime) -> str:
     return str(max(1, math.ceil((until - now).total_seconds())))
 
 
-class LockHeld(Locked):
+class LockRefused(Locked):
+    """423 from `lock_acquire`. `ticket`: the caller's place in the queue of waiters, when the
+    refusal took one (`join_queue`), else None."""
+
+    ticket: int | None = None
+
+
+class LockHeld(LockRefused):
     """423 because a lock is held; `retry_in` is how long until it expires (database clock)."""
 
     retry_in: float = 0.0
@@ -176,10 +191,10 @@ def _held_error(locks: list[Lock], *, now: datetime, user: Any) -> LockHeld:
     return error
 
 
-def _queued_error(paths: list[str], waiting: int) -> Locked:
-    return Locked("locked", f"{waiting} earlier request(s) are waiting for {', '.join(paths)}; "
-                  "they are served first.", headers={"Retry-After": "1"},
-                  holder=None, expires_at=None, waiting=waiting)
+def _queued_error(paths: list[str], waiting: int) -> LockRefused:
+    return LockRefused("locked", f"{waiting} earlier request(s) are waiting for {', '.join(paths)}; "
+                       "they are served first.", headers={"Retry-After": "1"},
+                       holder=None, expires_at=None, waiting=waiting)
 
 
 # -- queries -------------------------------------------------------------------------------
@@ -269,7 +284,7 @@ def _load_locks(ids: Iterable[str]) -> list[Lock]:
 
 
 def _blocker(db: Plain, workspace_id: str, paths: list[str], *, user: Any, now: datetime,
-             ticket: int | None) -> Locked | None:
+             ticket: int | None) -> LockRefused | None:
     """Why `paths` cannot be granted to `user` now, or None. Runs inside the mutating transaction:
     due locks found on the way are expired and recorded."""
     locks, ahead = _scan(db, workspace_id, paths, now=now, ticket=ticket, waiters=True)
@@ -343,11 +358,19 @@ def _built(alias: str, values: list[Any], *, holder: Any, on_behalf_of: Any = No
 
 # -- acquire ---------------------------------------------------------------------------------
 def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = settings.LOCK_DEFAULT_TTL,
-                 reason: str = "", ticket: int | None = None) -> list[Lock]:
-    """Grant all of `paths` to the caller as one grant (one fencing token), or raise 423.
+                 reason: str = "", ticket: int | None = None, join_queue: bool = False) -> list[Lock]:
+    """Grant all of `paths` to the caller as one grant (one fencing token), or raise 423
+    (`LockRefused`).
 
     Conflicts: an active lock overlapping any path (whoever holds it), or an earlier live
     waiter overlapping any path (`ticket` is the caller's own place in the queue, if it has one).
+
+    `join_queue`, for a caller with no ticket that will wait: a refusal joins the queue in its own
+    transaction, and its `ticket` is the new place. Nothing can end the blocking lock between the
+    refusal and the joining, so whatever ends it later wakes the caller, who can sleep at once
+    instead of joining and asking again (two more write transactions per wait). Only when this
+    call's transaction is its own: an enclosing one (an idempotent request's) rolls the place back
+    with the refusal, and the refusal then has no ticket.
     """
     if not access.at_least(Role.EDITOR):
         raise Forbidden("forbidden", "Taking locks needs the editor role.")
@@ -356,14 +379,18 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
     reason = _clean_reason(reason)
     ws_id, user = access.workspace_id, access.user
     # No read-only check first: most requests are granted, and it would run the same query twice
-    # for them. A refusal costs a short write transaction that writes nothing (or records the
-    # expiries it found).
+    # for them. A refusal costs a short write transaction that writes nothing but the expiries it
+    # found and, with `join`, the caller's place in the queue.
+    join = join_queue and ticket is None and not transaction.get_connection().in_atomic_block
     locks: list[Lock] = []
     with transaction.atomic(), Plain() as db:
         lock_workspace(ws_id)
         now = db_now()
         blocked = _blocker(db, ws_id, paths, user=user, now=now, ticket=ticket)
-        if blocked is None:
+        if blocked is not None:
+            if join:
+                blocked.ticket = waiter_insert(ws_id, user, paths, now=now)
+        else:
             token, seq = next_counters(workspace_id=ws_id, columns=("lock_seq", "event_seq"), db=db)
             on_behalf_of = getattr(user, "on_behalf_of", None)
             expires_at = now + timedelta(seconds=ttl)
@@ -385,9 +412,14 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
 
 
 def lock_acquire_waiting(*, access: Access, paths: list[str], wait_seconds: float,
-                         attempt: Callable[[int | None], T]) -> T:
-    """Run `attempt(ticket)` (a `lock_acquire`, possibly wrapped by the API's idempotency) until
-    it stops raising 423 or `wait_seconds` have passed, waiting in the queue in between.
+                         attempt: Attempt[T]) -> T:
+    """Run `attempt` (a `lock_acquire`, possibly wrapped by the API's idempotency) until it stops
+    raising 423 or `wait_seconds` have passed, waiting in the queue in between.
+
+    The first attempt has no ticket; when the caller may wait, it asks to join the queue with its
+    refusal. A refusal that joined goes to sleep at once. One that could not join (its transaction
+    was not its own) joins now and asks again straight away: the lock may have ended in between,
+    with nobody there to wake it.
 
     No transaction is open while waiting. Every exit that is not a grant (timeout, error, the
     client going away) takes the request out of the queue and wakes whoever is next.
@@ -396,21 +428,26 @@ def lock_acquire_waiting(*, access: Access, paths: list[str], wait_seconds: floa
     if wait > 0 and transaction.get_connection().in_atomic_block:
         raise RuntimeError("a lock request must not wait inside a transaction")
     try:
-        return attempt(None)
-    except Locked:
+        return attempt(ticket=None, join_queue=wait > 0)
+    except Locked as exc:
         if wait <= 0:
             raise
-    paths = _clean_paths(paths)  # valid: the attempt has checked them
-    deadline = time.monotonic() + wait
+        blocked: Locked | None = exc
     ws_id, user = access.workspace_id, access.user
-    ticket = waiter_enqueue(ws_id, user, paths)
-    next_beat = time.monotonic() + HEARTBEAT_SECONDS
+    ticket = getattr(blocked, "ticket", None)
     try:
+        paths = _clean_paths(paths)  # valid: the attempt has checked them
+        deadline = time.monotonic() + wait
+        if ticket is None:
+            ticket = waiter_enqueue(ws_id, user, paths)
+            blocked = None
+        next_beat = time.monotonic() + HEARTBEAT_SECONDS
         while True:
-            try:
-                return attempt(ticket)
-            except Locked as exc:
-                blocked = exc
+            if blocked is None:
+                try:
+                    return attempt(ticket=ticket, join_queue=False)
+                except Locked as exc:
+                    blocked = exc
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise blocked
@@ -419,6 +456,7 @@ def lock_acquire_waiting(*, access: Access, paths: list[str], wait_seconds: floa
                 # Be there when it expires: an expiry wakes nobody unless the sweep records it.
                 pause = min(pause, blocked.retry_in + 0.005)
             sleep_until_woken(ticket, pause)
+            blocked = None
             if time.monotonic() >= next_beat:
                 next_beat = time.monotonic() + HEARTBEAT_SECONDS
                 if not waiter_heartbeat(ws_id, ticket):
@@ -426,7 +464,8 @@ def lock_acquire_waiting(*, access: Access, paths: list[str], wait_seconds: floa
                     waiter_leave(ws_id, ticket)
                     ticket = waiter_enqueue(ws_id, user, paths)
     finally:
-        waiter_leave(ws_id, ticket)
+        if ticket is not None:
+            waiter_leave(ws_id, ticket)
 
 
 # -- renew, release ----------------------------------------------------------------------------
