@@ -289,7 +289,8 @@ def test_a_release_wakes_the_head_waiter_and_looks_no_further_when_nobody_waits(
 def test_a_refusal_reads_the_blocking_locks_with_their_users_in_one_statement(setup):
     """GIVEN ada's lock (ada is an agent acting for olivia) WHEN bert asks for the path THEN the 423
     names ada, her reason and expiry; inside the refusal's transaction the locks table is read
-    twice (the conflict scan, then the blocking locks with their holder and on-behalf-of joined)
+    three times (by the grant's counter update, which finds the way blocked and changes nothing,
+    by the conflict scan, then for the blocking locks with their holder and on-behalf-of joined)
     and no user is read on its own; and those locks are what the ORM loads, users included."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -300,7 +301,8 @@ def test_a_refusal_reads_the_blocking_locks_with_their_users_in_one_statement(se
     assert refused.value.details["holder"] == "ada" and refused.value.details["lock"] == held.id
     assert "(busy)" in refused.value.message and 55 < refused.value.retry_in <= 60
     statements = [q["sql"] for q in queries]
-    assert len([sql for sql in statements if "workspace_lock" in sql]) == 2, statements
+    reading_locks = [sql.split()[0] for sql in statements if "workspace_lock" in sql]
+    assert reading_locks == ["UPDATE", "SELECT", "SELECT"], statements
     assert not [sql for sql in statements if "agents_user" in sql and "workspace_lock" not in sql], statements
 
     mine = svc.lock_acquire(access=setup["bert_access"], paths=["q.txt"], ttl_seconds=60)[0]
@@ -362,3 +364,40 @@ def test_a_refused_waiter_joins_the_queue_with_its_refusal(setup, monkeypatch, e
     else:
         assert steps == ["try (ticket: False, join: True)", "sleep (queued: 1)", "try (ticket: True, join: False)"]
     assert LockWaiter.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_grant_with_nothing_in_the_way_checks_in_the_statement_that_takes_its_token(setup):
+    """GIVEN a workspace with a history of ended locks on the path and nobody waiting WHEN ada asks
+    for the path (and then for a subtree above it) THEN the lock table is read only by the update
+    that takes the token and the event's sequence number, which finds no overlapping lock or
+    waiter; that check reads indexes of the active locks only, never the history; and the grant
+    is the next token with a gap-free event sequence."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ada = setup["ada_access"]
+    for _ in range(5):
+        svc.lock_release(access=ada, lock_id=svc.lock_acquire(access=ada, paths=["src/a.py"], ttl_seconds=60)[0].id)
+    before = Event.objects.filter(workspace=setup["ws"]).count()
+    checks = []
+    for path in ("src/a.py", "src/"):
+        with CaptureQueriesContext(connection) as queries:
+            grant = svc.lock_acquire(access=ada, paths=[path], ttl_seconds=60)[0]
+        on_locks = [q["sql"] for q in queries if "workspace_lock" in q["sql"]]
+        assert [sql.split()[0] for sql in on_locks] == ["UPDATE", "INSERT"], on_locks
+        assert "NOT EXISTS" in on_locks[0] and "RETURNING" in on_locks[0]
+        checks.append(on_locks[0])
+        svc.lock_release(access=ada, lock_id=grant.id)
+    seqs = list(Event.objects.filter(workspace=setup["ws"]).order_by("seq").values_list("seq", flat=True))
+    assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) == before + 4
+    assert list(Lock.objects.filter(workspace=setup["ws"]).order_by("token").values_list("token", flat=True)) == \
+        list(range(1, 8))
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # a table this small is read whole by cost
+        for sql in checks:
+            cursor.execute(f"EXPLAIN {sql}" if connection.vendor == "postgresql" else f"EXPLAIN QUERY PLAN {sql}")
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+            assert "lock_active_path_unique" in plan or "lock_due_idx" in plan, (sql, plan)
+            assert "lock_token_idx" not in plan and "lock_path_token_idx" not in plan, (sql, plan)
