@@ -172,11 +172,13 @@ def test_held_announcements_are_handed_over_when_asked_and_at_release(monkeypatc
 
 @pytest.mark.django_db(transaction=True)
 def test_a_lock_request_that_waits_first_hands_over_what_it_announced(monkeypatch, make_user):
-    """GIVEN a lock held by Ada WHEN Bea asks for it, waiting, through the handler, and her request
-    has announced a change before it waits (as a refused attempt does when it expires a due lock)
-    THEN that announcement goes out before she waits, not when her request ends."""
+    """GIVEN Ada's live lock on one path and her lock on another that is past its expiry (not yet
+    swept) WHEN Bea asks for both, waiting, through the handler THEN her refusal records the
+    expiry, and its announcement goes out before she waits, not when her request ends."""
+    from datetime import timedelta
+
     from workspace.access import workspace_for
-    from workspace.models import Role
+    from workspace.models import Lock, Role
     from workspace.services import events, lock_queue
     from workspace.services import locks as svc
     from workspace.services.workspaces import member_set, workspace_create
@@ -185,29 +187,26 @@ def test_a_lock_request_that_waits_first_hands_over_what_it_announced(monkeypatc
     ws = workspace_create(user=ada.user, name="waits", intelligence=False)
     member_set(access=workspace_for(ada.user, ws.id), username="bea", role=Role.EDITOR)
     svc.lock_acquire(access=workspace_for(ada.user, ws.id), paths=["live.md"], ttl_seconds=60)
+    due = svc.lock_acquire(access=workspace_for(ada.user, ws.id), paths=["due.md"], ttl_seconds=60)[0]
+    Lock.objects.filter(pk=due.pk).update(expires_at=svc.db_now() - timedelta(seconds=1))
 
     handed: list[str] = []
     seen_at_wait: list[list[str]] = []
     monkeypatch.setattr(events._publisher, "send", lambda channel, data: handed.append(channel))
-    enqueue = lock_queue.waiter_enqueue
-
-    def enqueue_and_announce(workspace_id: str, user: object, paths: list[str]) -> int:
-        events.publish_to_channel_layer("before-the-wait", {"type": "event.message", "event": {"seq": 0}})
-        return enqueue(workspace_id, user, paths)
 
     async def fake_wait(key: str, timeout: float) -> None:
         seen_at_wait.append(list(handed))
 
-    monkeypatch.setattr(svc, "waiter_enqueue", enqueue_and_announce)
     monkeypatch.setattr(lock_queue, "_wait_for_wake", fake_wait)
-    payload = json.dumps({"path": "live.md", "wait_seconds": 0.2}).encode()
+    payload = json.dumps({"paths": ["due.md", "live.md"], "wait_seconds": 0.2}).encode()
     headers = [(b"authorization", f"Bearer {bea.token}".encode()), (b"content-type", b"application/json"),
                (b"content-length", str(len(payload)).encode())]
-    status, _, body = asyncio.run(_request(SyncChainASGIHandler(), "POST", f"/api/v1/workspaces/{ws.id}/locks",
-                                           payload, headers))
+    status, _, body = asyncio.run(_request(SyncChainASGIHandler(), "POST",
+                                           f"/api/v1/workspaces/{ws.id}/locks/batch", payload, headers))
     assert status == 423, body
+    assert Lock.objects.get(pk=due.pk).state == Lock.State.EXPIRED
     assert seen_at_wait, "the request waited"
-    assert [c.rsplit("__", 1)[1] for c in seen_at_wait[0]] == ["before-the-wait"], seen_at_wait[0]
+    assert [c.rsplit("__", 1)[1] for c in seen_at_wait[0]] == [events.events_group(ws.id)], seen_at_wait[0]
 
 
 class _CountingExecutor:
