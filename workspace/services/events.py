@@ -37,23 +37,40 @@ def next_counters(*, workspace_id: str, columns: tuple[str, ...], db: Plain | No
     """Advance several workspace counters in one statement (a lock grant takes a fencing token and
     the sequence number of its event together); the new values, in the order asked. `db`: the
     caller's statements, if it has them open."""
-    sql = _COUNTER_SQL.get(columns)
-    if sql is None:
-        assert columns and set(columns) <= {"event_seq", "lock_seq"}
-        assignments = ", ".join(f"{column} = {column} + 1" for column in columns)
-        sql = _COUNTER_SQL[columns] = (f'UPDATE "workspace_workspace" SET {assignments} WHERE id = %s'  # noqa: S608
-                                       f" RETURNING {', '.join(columns)}")
     if db is None:
         with Plain() as own:
             return next_counters(workspace_id=workspace_id, columns=columns, db=own)
     assert db.connection.in_atomic_block, "counters advance inside a transaction"
-    row = db.one(sql, [workspace_id])
+    row = db.one(_counter_sql(columns)[0], [workspace_id])
     if row is None:
         raise LookupError(workspace_id)
     return tuple(int(value) for value in row)
 
 
-_COUNTER_SQL: dict[tuple[str, ...], str] = {}
+def next_counters_if(*, workspace_id: str, columns: tuple[str, ...], condition: str, params: list[Any],
+                     db: Plain) -> tuple[int, ...] | None:
+    """`next_counters`, only when `condition` (SQL on the workspace row's update, with `params`)
+    holds; otherwise nothing advances and the answer is None. A lock grant checks in this very
+    statement that nothing is in its way."""
+    assert db.connection.in_atomic_block, "counters advance inside a transaction"
+    _, head, returning = _counter_sql(columns)
+    row = db.one(f"{head} AND {condition}{returning}", [workspace_id, *params])
+    return None if row is None else tuple(int(value) for value in row)
+
+
+def _counter_sql(columns: tuple[str, ...]) -> tuple[str, str, str]:
+    """The statement advancing `columns`, and its head (up to the row's id) and RETURNING clause."""
+    found = _COUNTER_SQL.get(columns)
+    if found is None:
+        assert columns and set(columns) <= {"event_seq", "lock_seq"}
+        assignments = ", ".join(f"{column} = {column} + 1" for column in columns)
+        head = f'UPDATE "workspace_workspace" SET {assignments} WHERE id = %s'  # noqa: S608
+        returning = f" RETURNING {', '.join(columns)}"
+        found = _COUNTER_SQL[columns] = (head + returning, head, returning)
+    return found
+
+
+_COUNTER_SQL: dict[tuple[str, ...], tuple[str, str, str]] = {}
 
 
 def event_record(*, workspace_id: str, type: str, actor: Any = None, target: str = "",

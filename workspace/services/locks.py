@@ -37,7 +37,7 @@ from workspace.errors import Conflict, Forbidden, Gone, Invalid, Locked, NotFoun
 from workspace.ids import new_id
 from workspace.models import Lock, LockWaiter, LockWaiterPath, Role, Workspace
 from workspace.paths import validate_path
-from workspace.services.events import event_record, next_counters
+from workspace.services.events import event_record, next_counters, next_counters_if
 from workspace.services.lock_queue import (
     FALLBACK_POLL_SECONDS,
     HEARTBEAT_SECONDS,
@@ -208,7 +208,6 @@ _LOCK = Lock._meta.db_table
 _ACTIVE = f"state = '{Lock.State.ACTIVE.value}'"
 _WAITER = LockWaiter._meta.db_table
 _WAITER_PATH = LockWaiterPath._meta.db_table
-_WORKSPACE = Workspace._meta.db_table
 
 
 def _overlap_sql(paths: list[str], column: str = "path") -> tuple[str, list[Any]]:
@@ -271,14 +270,13 @@ def _grant_counters(db: Plain, workspace_id: str, paths: list[str], *, now: date
     only for a grant). A grant that found the way clear ran a scan and then this update before."""
     where, params = _overlap_sql(paths, "l.path")
     wp_where, wp_params = _overlap_sql(paths, "wp.path")
-    sql = (f"UPDATE {_WORKSPACE} SET lock_seq = lock_seq + 1, event_seq = event_seq + 1 WHERE id = %s"
-           f" AND NOT EXISTS (SELECT 1 FROM {_LOCK} l WHERE l.workspace_id = %s AND l.{_ACTIVE} AND {where})"
-           f" AND NOT EXISTS (SELECT 1 FROM {_WAITER_PATH} wp JOIN {_WAITER} w ON w.id = wp.waiter_id"
-           f" WHERE wp.workspace_id = %s AND w.alive_until > %s AND {wp_where})"
-           " RETURNING lock_seq, event_seq")
-    row = db.one(sql, [workspace_id, workspace_id, *params, workspace_id,
-                       db.connection.ops.adapt_datetimefield_value(now), *wp_params])
-    return None if row is None else (int(row[0]), int(row[1]))
+    counters = next_counters_if(
+        workspace_id=workspace_id, columns=("lock_seq", "event_seq"), db=db,
+        condition=(f"NOT EXISTS (SELECT 1 FROM {_LOCK} l WHERE l.workspace_id = %s AND l.{_ACTIVE} AND {where})"
+                   f" AND NOT EXISTS (SELECT 1 FROM {_WAITER_PATH} wp JOIN {_WAITER} w ON w.id = wp.waiter_id"
+                   f" WHERE wp.workspace_id = %s AND w.alive_until > %s AND {wp_where})"),
+        params=[workspace_id, *params, workspace_id, db.connection.ops.adapt_datetimefield_value(now), *wp_params])
+    return None if counters is None else (counters[0], counters[1])
 
 
 def _load_locks(ids: Iterable[str]) -> list[Lock]:
