@@ -4,13 +4,23 @@ from __future__ import annotations
 from django.urls import path
 
 from agents import api as accounts
-from workspace.api import events, files, workspaces
+from workspace.api import events, files, locks, workspaces
 
 WS = "workspaces/<str:ws>"
 
+# Django tries the patterns in order, and each one tried before the match costs a regular
+# expression search: about 0.5 us in a loop, two or three times that in a request, where a lock
+# URL at the end of the workspace routes took 25-35 us more to resolve than `me`. So the routes
+# agents call around every write come first: the locks (issue 3; their benchmark holds a pair to
+# 2.5 no-ops), then the files. No other route starts with theirs, so the order changes nothing else.
 urlpatterns = [
     path("health", events.HealthView.as_view(), name="health"),
     path("me", accounts.MeView.as_view(), name="me"),
+    path(f"{WS}/locks", locks.LocksView.as_view(), name="locks"),
+    path(f"{WS}/locks/batch", locks.LockBatchView.as_view(), name="lock-batch"),
+    path(f"{WS}/locks/<str:lock_id>", locks.LockView.as_view(), name="lock"),
+    path(f"{WS}/locks/<str:lock_id>/renew", locks.LockRenewView.as_view(), name="lock-renew"),
+    path(f"{WS}/files/<path:path>", files.FileView.as_view(), name="file"),
     path("agents", accounts.AgentsView.as_view(), name="agents"),
     path("tokens", accounts.TokensView.as_view(), name="tokens"),
     path("tokens/<str:token_id>", accounts.TokenDetailView.as_view(), name="token"),
@@ -21,7 +31,6 @@ urlpatterns = [
     path(f"{WS}/rules", workspaces.RulesView.as_view(), name="rules"),
     path(f"{WS}/rules/<path:prefix>", workspaces.RuleView.as_view(), name="rule"),
     path(f"{WS}/layout", workspaces.LayoutView.as_view(), name="layout"),
-    path(f"{WS}/files/<path:path>", files.FileView.as_view(), name="file"),
     path(f"{WS}/tree", files.TreeView.as_view(), name="tree"),
     path(f"{WS}/history/<path:path>", files.HistoryView.as_view(), name="history"),
     path(f"{WS}/diff/<path:path>", files.DiffView.as_view(), name="diff"),
@@ -40,16 +49,6 @@ urlpatterns += [
     path(f"{WS}/topics/<str:topic>/groups/<str:group>/ack", _messages.GroupAckView.as_view(), name="topic-ack"),
     path(f"{WS}/triggers", _messages.TriggersView.as_view(), name="triggers"),
     path(f"{WS}/triggers/<str:name>", _messages.TriggerView.as_view(), name="trigger"),
-]
-
-# Locks (issue 3).
-from workspace.api import locks as _locks  # noqa: E402
-
-urlpatterns += [
-    path(f"{WS}/locks", _locks.LocksView.as_view(), name="locks"),
-    path(f"{WS}/locks/batch", _locks.LockBatchView.as_view(), name="lock-batch"),
-    path(f"{WS}/locks/<str:lock_id>", _locks.LockView.as_view(), name="lock"),
-    path(f"{WS}/locks/<str:lock_id>/renew", _locks.LockRenewView.as_view(), name="lock-renew"),
 ]
 
 # Tasks, worklog, approvals and ownership transfers (issue 4). `tasks/batch` and `tasks/claim`
