@@ -124,6 +124,36 @@ def test_a_token_is_checked_only_on_the_paths_its_grant_covers(setup):
 
 
 @pytest.mark.django_db
+def test_a_writes_token_is_looked_up_among_the_grants_on_its_paths(setup):
+    """GIVEN ada's subtree lock on src/ and a newer grant of hers elsewhere WHEN she writes inside
+    src/ THEN the subtree's token is accepted and the other grant's is refused; the lookup of her
+    grants by token goes through the paths (the path and token index), there being no index by
+    token alone."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ada = setup["ada_access"]
+    held = svc.lock_acquire(access=ada, paths=["src/"], ttl_seconds=60)[0]
+    elsewhere = svc.lock_acquire(access=ada, paths=["docs/readme.md"], ttl_seconds=60)[0]
+    assert elsewhere.token > held.token
+    with pytest.raises(Conflict) as refused:
+        file_svc.file_write(access=ada, path="src/app/main.py", content=b"x", lock_token=elsewhere.token)
+    assert refused.value.code == "stale_lock_token"
+    with CaptureQueriesContext(connection) as queries:
+        written = file_svc.file_write(access=ada, path="src/app/main.py", content=b"x", lock_token=held.token)
+    assert written.version.lock_token == held.token
+    lookups = [q["sql"] for q in queries if q["sql"].startswith("SELECT path FROM") and "token" in q["sql"]]
+    assert len(lookups) == 1, [q["sql"] for q in queries]
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # a table this small is read whole by cost
+        sql = lookups[0]
+        cursor.execute(f"EXPLAIN {sql}" if connection.vendor == "postgresql" else f"EXPLAIN QUERY PLAN {sql}")
+        plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+    assert "lock_path_token_idx" in plan, (sql, plan)
+
+
+@pytest.mark.django_db
 def test_the_sweep_expires_due_locks_once_and_records_them(setup):
     """GIVEN one lock past its expiry and one still live WHEN the sweep runs twice THEN only the
     due lock ends, as expired at its own expiry, with exactly one `lock.expired` event."""

@@ -21,7 +21,7 @@ class Lock(models.Model):
         FORCE_RELEASED = "force_released", "Force released"
 
     id = models.CharField(primary_key=True, max_length=32, editable=False)
-    # No index of its own: lock_path_token_idx and lock_token_idx both start with the workspace.
+    # No index of its own: lock_path_token_idx starts with the workspace.
     workspace = models.ForeignKey("workspace.Workspace", on_delete=models.CASCADE, related_name="locks",
                                   db_index=False)
     # A file path, or a subtree when it ends in '/'.
@@ -56,8 +56,10 @@ class Lock(models.Model):
                                     name="lock_active_path_unique"),
         ]
         indexes = [
+            # The newest grant per path, and a write's token among the grants on its paths. (No
+            # index by token alone: every grant wrote it, one more page in its commit, for one
+            # question that the paths answer as well.)
             models.Index(fields=["workspace", "path", "token"], name="lock_path_token_idx"),
-            models.Index(fields=["workspace", "token"], name="lock_token_idx"),
             # Only the active locks, by workspace and expiry (the sweep's questions): a release
             # takes its lock out of this index instead of moving it inside it (one page less in its
             # commit), and the index holds the live locks only, not the history.
