@@ -2,7 +2,8 @@
 
 - Uncontended: one client acquires and releases a lock, and calls `GET /api/v1/me`, alternately
   (so both see the same machine load); the acquire+release round trip is compared with one no-op.
-  A 4 KB file write is measured after that loop, for reference (see `uncontended`).
+  A 4 KB file write, and two no-ops in a row, are measured after that loop, for reference (see
+  `uncontended`).
 - Contended: 1, 8 and 32 clients (each its own agent account and HTTP connection) loop
   acquire (waiting up to 30 s, first come first served) -> release, either all on one path or
   each on its own of 32 distinct paths; grants per second and the pair's latency.
@@ -43,10 +44,13 @@ def uncontended(server: Server, ws: str) -> dict[str, dict[str, float]]:
     reference, 4 KB file writes (another mutating request that records an event) alternated with
     no-ops of their own. The reference is kept out of the first loop: a no-op that follows a write
     pays for what the write leaves behind (its announcement, a changed WAL), and with the write in
-    that loop the pair came out 0.1-0.2 lower against the no-op than without it."""
+    that loop the pair came out 0.1-0.2 lower against the no-op than without it. Last, also for
+    reference, two no-ops in a row timed as one: the floor of the target's measure, a pair of
+    requests that do nothing."""
     noop_samples: list[float] = []
     pair_samples: list[float] = []
     write_samples: list[float] = []
+    two_noop_samples: list[float] = []
     body = os.urandom(2048).hex().encode()
     with server.client() as api:
         for _ in range(20):
@@ -64,8 +68,14 @@ def uncontended(server: Server, ws: str) -> dict[str, dict[str, float]]:
             start = time.perf_counter()
             api.put(f"/api/v1/workspaces/{ws}/files/ref/{i % 50}.bin", content=body).raise_for_status()
             write_samples.append(time.perf_counter() - start)
+        for _ in range(N):
+            api.get("/api/v1/me").raise_for_status()
+            start = time.perf_counter()
+            api.get("/api/v1/me").raise_for_status()
+            api.get("/api/v1/me").raise_for_status()
+            two_noop_samples.append(time.perf_counter() - start)
     return {"noop": summarize_ms(noop_samples), "acquire_release": summarize_ms(pair_samples),
-            "reference_write_4k": summarize_ms(write_samples)}
+            "reference_write_4k": summarize_ms(write_samples), "reference_two_noops": summarize_ms(two_noop_samples)}
 
 
 def contended(server: Server, ws: str, tokens: list[str], clients: int, *, one_path: bool) -> dict[str, float]:
@@ -137,6 +147,10 @@ def main() -> None:
             "acquire_release_p50_over_noop_p50": round(pair_ratio, 3),
             "reference_write_4k_p50_over_noop_p50": round(single["reference_write_4k"]["p50_ms"]
                                                           / single["noop"]["p50_ms"], 3),
+            "reference_two_noops_p50_over_noop_p50": round(single["reference_two_noops"]["p50_ms"]
+                                                           / single["noop"]["p50_ms"], 3),
+            "acquire_release_p50_over_reference_write_4k_p50": round(
+                single["acquire_release"]["p50_ms"] / single["reference_write_4k"]["p50_ms"], 3),
             "one_path_32_over_1_grants_per_second": round(scale_ratio, 3),
             "one_path_8_over_1_grants_per_second": round(one["clients_8"]["grants_per_second"]
                                                          / one["clients_1"]["grants_per_second"], 3),
