@@ -79,3 +79,43 @@ def test_the_usual_body_is_not_handed_to_drf(monkeypatch):
     other.request._full_data = {"path": "already parsed"}
     assert other.json_body() == {"path": "already parsed"}
     assert calls == []
+
+
+def _reference(body: bytes):
+    """RFC 8259 JSON as json.loads reads it, refused past 64 levels (a plain recursive count)."""
+    import json
+
+    def depth(value) -> int:
+        if isinstance(value, dict):
+            return 1 + max(map(depth, value.values()), default=0)
+        if isinstance(value, list):
+            return 1 + max(map(depth, value), default=0)
+        return 1
+
+    def reject(name):
+        raise ValueError(name)
+
+    try:
+        data = json.loads(body.decode(), parse_constant=reject)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return "error"
+    return "error" if depth(data) > 64 else ("ok", data)
+
+
+@pytest.mark.parametrize("body", [
+    *BODIES,
+    "\ufeff{}".encode(), b"{}", b"[]", b"0", b'{"a": [], "b": {}}', b'[{"a": 1}, 2]',
+    b'{"a": ' * 63 + b"1" + b"}" * 63, b'{"a": ' * 64 + b"1" + b"}" * 64, b'{"a": ' * 65 + b"1" + b"}" * 65,
+    b"[" * 64 + b"]" * 64, b"[" * 65 + b"]" * 65, b'{"a": 1, "b": ' + b"[" * 64 + b"]" * 64 + b"}",
+])
+def test_the_parse_reads_json_as_json_loads_does_and_refuses_past_64_levels(body):
+    """GIVEN a body (flat, nested to 63, 64 and 65 levels, with a byte-order mark, or not JSON)
+    WHEN the API parses it THEN it gets what json.loads gives, refused past 64 levels: the shared
+    decoder and the shortcut for flat bodies change nothing."""
+    from workspace.api.parsers import parse_json
+
+    try:
+        got = "ok", parse_json(body)
+    except ParseError:
+        got = "error"
+    assert got == _reference(body)
