@@ -316,6 +316,48 @@ def test_a_release_wakes_the_head_waiter_and_looks_no_further_when_nobody_waits(
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("receiver", [False, True], ids=["plain", "with a post_init receiver"])
+def test_the_locks_a_grant_and_a_release_hand_back_are_what_the_orm_loads(setup, receiver):
+    """GIVEN a grant and a release (with and without a post_init receiver for Lock) WHEN their locks
+    come back THEN each equals the row as the ORM loads it, column for column, is a saved instance
+    of that database, reads its holder without a query, saves like any other; and a receiver sees
+    every lock built."""
+    from django.db import connection
+    from django.db.models.signals import post_init
+    from django.test.utils import CaptureQueriesContext
+
+    seen = []
+
+    def listen(sender, instance, **kwargs):
+        seen.append(instance)
+
+    if receiver:
+        post_init.connect(listen, sender=Lock)
+    try:
+        granted = svc.lock_acquire(access=setup["ada_access"], paths=["b.txt"], ttl_seconds=60, reason="r")[0]
+        as_granted = Lock.objects.get(pk=granted.pk)
+        released = svc.lock_release(access=setup["ada_access"], lock_id=granted.id)
+        as_released = Lock.objects.get(pk=granted.pk)
+    finally:
+        post_init.disconnect(listen, sender=Lock)
+    assert any(lock is granted for lock in seen) is receiver and any(lock is released for lock in seen) is receiver
+    for built, orm, state in ((granted, as_granted, Lock.State.ACTIVE), (released, as_released, Lock.State.RELEASED)):
+        assert built.state == state
+        fields = [f.attname for f in Lock._meta.concrete_fields if f.attname not in ("acquired_at", "expires_at",
+                                                                                     "ended_at")]
+        assert [getattr(built, name) for name in fields] == [getattr(orm, name) for name in fields]
+        for name in ("acquired_at", "expires_at", "ended_at"):  # the same instant, as the ORM reads it back
+            assert getattr(built, name) == getattr(orm, name), name
+        assert built._state.adding is False and built._state.db == orm._state.db
+        with CaptureQueriesContext(connection) as queries:
+            assert built.holder.username == "ada"
+        assert not queries
+    released.reason = "kept"
+    released.save(update_fields=["reason"])
+    assert Lock.objects.get(pk=released.pk).reason == "kept"
+
+
+@pytest.mark.django_db
 def test_a_refusal_reads_the_blocking_locks_with_their_users_in_one_statement(setup):
     """GIVEN ada's lock (ada is an agent acting for olivia) WHEN bert asks for the path THEN the 423
     names ada, her reason and expiry; inside the refusal's transaction the locks table is read
