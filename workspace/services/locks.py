@@ -681,8 +681,9 @@ def lock_enforce_write(*, workspace_id: str, paths: list[str], user: Any, token:
             raise _stale(f"You hold the lock on {held[0].path}: send its token in X-Lock-Token.",
                          path=held[0].path)
         return None
-    # The caller's grants with this token that overlap the paths: found through the paths (the
-    # index on workspace, path and token), as every write path is a file path.
+    # The caller's grants with this token that overlap the paths, found through the paths: for a
+    # file path (every write's) those are the path and the subtrees above it, read on the index of
+    # workspace, path and token. (A subtree among `paths` would be matched too, by a scan.)
     where, params = _overlap_sql(paths)
     with Plain() as db:
         granted = [row[0] for row in db.all(
