@@ -15,8 +15,6 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
-
 from switchyard.db.plain import Plain
 from workspace import hooks
 from workspace.models import Event
@@ -98,7 +96,7 @@ def event_record(*, workspace_id: str, type: str, actor: Any = None, target: str
                                ops.adapt_json_value(data, _DATA_ENCODER), ops.adapt_datetimefield_value(at)])
     payload = _payload(seq=seq, type=type, actor=actor, on_behalf_of=on_behalf_of, workspace_id=workspace_id,
                        target=target, data=data, at=at)
-    transaction.on_commit(lambda: _announce(payload), using=db.connection.alias)
+    db.connection.on_commit(lambda: _announce(payload))  # transaction.on_commit, on the connection at hand
     return payload
 
 

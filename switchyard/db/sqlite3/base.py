@@ -267,9 +267,10 @@ class DatabaseOperations(_Operations):
     def adapt_datetimefield_value(self, value: Any) -> Any:
         """Django's, with the common case first: an aware UTC datetime on a UTC connection is
         stored as its naive text, without the generic time-zone conversion (half the cost, and
-        every lock, lease and event statement passes one or two)."""
+        every lock, lease and event statement passes one or two). That text is its ISO form with a
+        space, less the "+00:00" (without the copy `replace(tzinfo=None)` made first)."""
         if getattr(value, "tzinfo", None) is datetime.UTC and self.connection.timezone is datetime.UTC:
-            return str(value.replace(tzinfo=None))
+            return value.isoformat(" ")[:-6]
         return super().adapt_datetimefield_value(value)
 
 
