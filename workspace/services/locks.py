@@ -29,11 +29,9 @@ from typing import Any, Protocol, TypeVar
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, Max
-from django.db.models.base import ModelState
-from django.db.models.signals import post_init, pre_init
 
 from switchyard.db.plain import Plain
-from switchyard.db.rows import Columns
+from switchyard.db.rows import Columns, saved_instance
 from workspace.access import Access
 from workspace.errors import Conflict, Forbidden, Gone, Invalid, Locked, NotFound
 from workspace.ids import new_id
@@ -349,11 +347,8 @@ def _insert(db: Plain, locks: list[Lock]) -> None:
 
 
 # The instances the service hands back are built from their column values in the model's order,
-# as unpickling builds one (`__new__`, then its attributes and state): Django's __init__, with its
-# loop over the fields, the foreign keys' descriptors and two signals, took 4.8 us in a loop against
-# 2.0, and every grant and release builds one (by keyword it had taken longer than the INSERT). With
-# a pre_init or post_init receiver for Lock, __init__ runs as usual. The users already loaded are
-# cached on them, as select_related would.
+# as the ORM builds the rows it reads (`saved_instance`: by keyword, Django's __init__ took more time
+# than the INSERT). The users already loaded are cached on them, as select_related would.
 _LOCK_FIELDS = ["id", "workspace_id", "path", "holder_id", "on_behalf_of_id", "token", "reason", "ttl_seconds",
                 "acquired_at", "expires_at", "renewals", "state", "ended_at", "ended_by_id"]
 if [field.attname for field in Lock._meta.concrete_fields] != _LOCK_FIELDS:
@@ -369,13 +364,7 @@ _LOAD_LOCKS = (f"SELECT {_LOCK_COLUMNS.sql}, {_HOLDER_COLUMNS.sql}, {_ON_BEHALF_
 def _built(alias: str, values: list[Any], *, holder: Any, on_behalf_of: Any = None, ended_by: Any = None) -> Lock:
     """The `Lock` of a row written or read by this module (`values` in `_LOCK_FIELDS` order), with
     the given users cached for its holder, on-behalf-of and ended-by relations."""
-    if pre_init.has_listeners(Lock) or post_init.has_listeners(Lock):
-        lock: Lock = Lock.from_db(alias, None, values)
-    else:
-        lock = Lock.__new__(Lock)
-        state = ModelState()
-        state.adding, state.db = False, alias
-        lock.__dict__.update(zip(_LOCK_FIELDS, values, strict=True), _state=state)
+    lock: Lock = saved_instance(Lock, alias, _LOCK_FIELDS, values)
     _HOLDER.set_cached_value(lock, holder)
     if on_behalf_of is not None and on_behalf_of.pk == lock.on_behalf_of_id:
         _ON_BEHALF_OF.set_cached_value(lock, on_behalf_of)
