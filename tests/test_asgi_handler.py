@@ -171,10 +171,13 @@ def test_held_announcements_are_handed_over_when_asked_and_at_release(monkeypatc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_lock_request_that_waits_first_hands_over_what_it_announced(monkeypatch, make_user):
+def test_a_lock_request_that_waits_first_hands_over_what_it_announced(monkeypatch, make_user, database_to_itself):
     """GIVEN Ada's live lock on one path and her lock on another that is past its expiry (not yet
     swept) WHEN Bea asks for both, waiting, through the handler THEN her refusal records the
-    expiry, and its announcement goes out before she waits, not when her request ends."""
+    expiry, and its announcement goes out before she waits, not when her request ends.
+
+    The session's live server is stopped first (`database_to_itself`): its sweeper shares the
+    test database and could expire the due lock before Bea's request does."""
     from datetime import timedelta
 
     from workspace.access import workspace_for
