@@ -52,6 +52,10 @@ class Lock(models.Model):
         constraints = [
             # The backstop for "one holder at a time" on one path; overlap between a subtree and
             # the paths inside it is checked under the workspace row lock.
+            # It is also the only index of the active locks: the sweep's questions (which active
+            # locks are due, in all workspaces or in one) scan it and read each one's expiry. An
+            # index by expiry as well cost every grant and every release one more page in its
+            # commit, for a scan of the live locks only, never the history.
             models.UniqueConstraint(fields=["workspace", "path"], condition=models.Q(state="active"),
                                     name="lock_active_path_unique"),
         ]
@@ -60,11 +64,6 @@ class Lock(models.Model):
             # index by token alone: every grant wrote it, one more page in its commit, for one
             # question that the paths answer as well.)
             models.Index(fields=["workspace", "path", "token"], name="lock_path_token_idx"),
-            # Only the active locks, by workspace and expiry (the sweep's questions): a release
-            # takes its lock out of this index instead of moving it inside it (one page less in its
-            # commit), and the index holds the live locks only, not the history.
-            models.Index(fields=["workspace", "expires_at"], condition=models.Q(state="active"),
-                         name="lock_due_idx"),
         ]
 
     def __str__(self) -> str:
