@@ -6,17 +6,23 @@
   `uncontended`).
 - Contended: 1, 8 and 32 clients (each its own agent account and HTTP connection) loop
   acquire (waiting up to 30 s, first come first served) -> release, either all on one path or
-  each on its own of 32 distinct paths; grants per second and the pair's latency.
+  each on its own of 32 distinct paths; grants per second and the pair's latency. The client
+  counts take turns in BENCH_ROUNDS rounds (1, 8, 32, then 32, 8, 1, ...), each run a share of
+  BENCH_SECONDS, so that a change in the machine's speed during the run (it has moved grants per
+  second by half between one run of 5 s and the next) falls on all of them alike; the ratio of
+  32 clients to 1 is the median of the rounds' ratios, and each count's figures pool its runs.
 Targets (issue 3): an uncontended acquire+release costs at most 2.5x one no-op request at p50,
 and 32 clients on one path reach at least half the grants per second of 1 client.
 
     python bench/locks.py                    # starts its own server
     SWITCHYARD_URL=... SWITCHYARD_TOKEN=... python bench/locks.py
-    BENCH_N=300 BENCH_SECONDS=5              # samples for the uncontended pair, seconds per contended run
+    BENCH_N=300 BENCH_SECONDS=6 BENCH_ROUNDS=3   # samples for the uncontended pair; seconds per client
+                                                 # count and layout, split over the rounds
 """
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 import threading
 import time
@@ -28,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import Server, bench_server, emit, summarize_ms, target  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "300"))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "6"))
+ROUNDS = max(1, int(os.environ.get("BENCH_ROUNDS", "3")))
 CLIENTS = (1, 8, 32)
 
 
@@ -78,7 +85,8 @@ def uncontended(server: Server, ws: str) -> dict[str, dict[str, float]]:
             "reference_write_4k": summarize_ms(write_samples), "reference_two_noops": summarize_ms(two_noop_samples)}
 
 
-def contended(server: Server, ws: str, tokens: list[str], clients: int, *, one_path: bool) -> dict[str, float]:
+def contended(server: Server, ws: str, tokens: list[str], clients: int, *, one_path: bool,
+              seconds: float) -> dict[str, Any]:
     samples: list[float] = []
     failures: list[str] = []
     guard = threading.Lock()
@@ -108,13 +116,33 @@ def contended(server: Server, ws: str, tokens: list[str], clients: int, *, one_p
         thread.start()
     ready.wait()
     started = time.perf_counter()
-    time.sleep(SECONDS)
+    time.sleep(seconds)
     stop.set()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    return {"samples": samples, "elapsed": elapsed, "failures": failures}
+
+
+def pooled(clients: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    samples = [s for run in runs for s in run["samples"]]
+    failures = [f for run in runs for f in run["failures"]]
+    elapsed = sum(run["elapsed"] for run in runs)
     return {"clients": clients, **summarize_ms(samples), "grants_per_second": round(len(samples) / elapsed, 1),
             "failures": len(failures), **({"first_failure": failures[0]} if failures else {})}
+
+
+def contended_rounds(server: Server, ws: str, tokens: list[str], *, one_path: bool) -> tuple[dict[str, Any], float]:
+    """Every client count in each of ROUNDS rounds, in turn (reversed every other round). Returns
+    the pooled figures per count and the median over the rounds of 32 clients' grants per second
+    over 1 client's."""
+    runs: dict[int, list[dict[str, Any]]] = {n: [] for n in CLIENTS}
+    for r in range(ROUNDS):
+        for n in (CLIENTS if r % 2 == 0 else tuple(reversed(CLIENTS))):
+            runs[n].append(contended(server, ws, tokens, n, one_path=one_path, seconds=SECONDS / ROUNDS))
+    rate = {n: [len(run["samples"]) / run["elapsed"] for run in runs[n]] for n in CLIENTS}
+    ratios = [many / one if one else 0.0 for many, one in zip(rate[max(CLIENTS)], rate[min(CLIENTS)], strict=True)]
+    return {f"clients_{n}": pooled(n, runs[n]) for n in CLIENTS}, statistics.median(ratios)
 
 
 def main() -> None:
@@ -131,18 +159,17 @@ def main() -> None:
                 api.put(f"/api/v1/workspaces/{ws}/members/{name}", json={"role": "editor"}).raise_for_status()
             tokens.append(token)
         single = uncontended(server, ws)
-        runs = {
-            "one_path": {f"clients_{n}": contended(server, ws, tokens, n, one_path=True) for n in CLIENTS},
-            "distinct_paths": {f"clients_{n}": contended(server, ws, tokens, n, one_path=False) for n in CLIENTS},
-        }
+        one_path, scale_ratio = contended_rounds(server, ws, tokens, one_path=True)
+        distinct, _ = contended_rounds(server, ws, tokens, one_path=False)
+        runs = {"one_path": one_path, "distinct_paths": distinct}
     pair_ratio = single["acquire_release"]["p50_ms"] / single["noop"]["p50_ms"]
     one = runs["one_path"]
-    scale_ratio = one["clients_32"]["grants_per_second"] / one["clients_1"]["grants_per_second"]
     emit({
         "benchmark": "locks",
         "database": "postgresql" if os.environ.get("DATABASE_URL") else "sqlite",
         "uncontended": single,
         "contended": runs,
+        "contended_rounds": ROUNDS,
         "ratios": {
             "acquire_release_p50_over_noop_p50": round(pair_ratio, 3),
             "reference_write_4k_p50_over_noop_p50": round(single["reference_write_4k"]["p50_ms"]
@@ -151,7 +178,7 @@ def main() -> None:
                                                            / single["noop"]["p50_ms"], 3),
             "acquire_release_p50_over_reference_write_4k_p50": round(
                 single["acquire_release"]["p50_ms"] / single["reference_write_4k"]["p50_ms"], 3),
-            "one_path_32_over_1_grants_per_second": round(scale_ratio, 3),
+            "one_path_32_over_1_grants_per_second": round(scale_ratio, 3),  # the median of the rounds' ratios
             "one_path_8_over_1_grants_per_second": round(one["clients_8"]["grants_per_second"]
                                                          / one["clients_1"]["grants_per_second"], 3),
             "distinct_32_over_1_grants_per_second": round(runs["distinct_paths"]["clients_32"]["grants_per_second"]
