@@ -473,3 +473,56 @@ def test_a_grant_with_nothing_in_the_way_checks_in_the_statement_that_takes_its_
             plan = " ".join(str(row[-1]) for row in cursor.fetchall())
             assert "lock_active_path_unique" in plan, (sql, plan)
             assert "lock_token_idx" not in plan and "lock_path_token_idx" not in plan, (sql, plan)
+
+
+@pytest.mark.django_db
+def test_the_lock_list_is_one_statement_on_the_active_locks_in_path_order(setup):
+    """GIVEN a history of ended locks, live locks of two holders and one past its expiry WHEN the
+    list is read a page at a time, by prefix and by holder THEN it gives the live locks by path,
+    each once, with their users loaded, never the one past its expiry; and each page is one
+    statement on the lock table, on the index of active locks, without a sort."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    ada, bert = setup["ada_access"], setup["bert_access"]
+    for i in range(5):
+        svc.lock_release(access=ada, lock_id=svc.lock_acquire(access=ada, paths=[f"dir/h{i}.txt"], ttl_seconds=60)[0].id)
+    for path in ("dir/c.txt", "dir/a.txt", "top.txt"):
+        svc.lock_acquire(access=ada, paths=[path], ttl_seconds=60)
+    svc.lock_acquire(access=bert, paths=["dir/b.txt"], ttl_seconds=60)
+    gone = svc.lock_acquire(access=bert, paths=["dir/z.txt"], ttl_seconds=60)[0]
+    Lock.objects.filter(pk=gone.pk).update(expires_at=svc.db_now() - timedelta(seconds=1))
+    ws_id = setup["ws"].id
+
+    seen, after = [], None
+    with CaptureQueriesContext(connection) as queries:
+        while True:
+            page = svc.lock_list(workspace_id=ws_id, after=after, limit=2)
+            seen += page
+            if len(page) < 2:
+                break
+            after = page[-1].path
+    assert [lock.path for lock in seen] == ["dir/a.txt", "dir/b.txt", "dir/c.txt", "top.txt"]
+    assert [lock.holder.username for lock in seen] == [setup["ada"].username, setup["bert"].username,
+                                                       setup["ada"].username, setup["ada"].username]
+    # The agents act for the person who made them.
+    assert all(lock.on_behalf_of.username == setup["owner"].username and lock.state == Lock.State.ACTIVE
+               for lock in seen)
+    statements = [q["sql"] for q in queries if "workspace_lock" in q["sql"]]
+    assert len(statements) == 3, [q["sql"] for q in queries]  # (PostgreSQL also reads its clock)
+    assert [lock.path for lock in svc.lock_list(workspace_id=ws_id, prefix="dir/", limit=10)] == \
+        ["dir/a.txt", "dir/b.txt", "dir/c.txt"]
+    assert svc.lock_list(workspace_id=ws_id, prefix="DIR/", limit=10) == []
+    assert [lock.path for lock in svc.lock_list(workspace_id=ws_id, holder=setup["bert"].username, limit=10)] == \
+        ["dir/b.txt"]
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")  # a table this small is read whole by cost
+        cursor.execute(f"EXPLAIN {statements[-1]}" if connection.vendor == "postgresql"
+                       else f"EXPLAIN QUERY PLAN {statements[-1]}")
+        plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+    assert "lock_active_path_unique" in plan, plan
+    assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan

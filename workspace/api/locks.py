@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.db.models.functions import Substr
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer, inline_serializer
 from rest_framework import serializers, status
@@ -14,7 +13,7 @@ from rest_framework.response import Response
 from workspace.access import Access, workspace_for
 from workspace.api import fast_input
 from workspace.api.base import ApiView, idempotent
-from workspace.api.pagination import keyset_page
+from workspace.api.pagination import keyset_fetch_page
 from workspace.api.schema import errors, page_of
 from workspace.errors import NotFound
 from workspace.models import Lock, Role
@@ -128,17 +127,13 @@ class LocksView(_Acquire):
     def get(self, request: Request, ws: str) -> Response:
         """Active locks, by path. A lock past its expiry is not listed (it is gone)."""
         access = workspace_for(request.user, ws)
-        qs = Lock.objects.filter(workspace=access.workspace, state=Lock.State.ACTIVE, expires_at__gt=svc.db_now()) \
-            .select_related("holder", "on_behalf_of")
         prefix = validate_prefix(request.query_params.get("prefix", ""))
-        if prefix:
-            # Exact (case-sensitive) prefix match on both databases, unlike LIKE on SQLite.
-            qs = qs.annotate(head=Substr("path", 1, len(prefix))).filter(head=prefix)
-        holder = request.query_params.get("holder")
-        if holder:
-            qs = qs.filter(holder__username=holder)
-        return Response(keyset_page(qs, request=request, scope=f"locks:{ws}:{prefix}:{holder or ''}", key="path",
-                                    render=lambda rows: [svc.lock_summary(lock) for lock in rows]))
+        holder = request.query_params.get("holder") or None
+        return Response(keyset_fetch_page(
+            lambda after, count: svc.lock_list(workspace_id=access.workspace_id, prefix=prefix, holder=holder,
+                                               after=after, limit=count),
+            request=request, scope=f"locks:{ws}:{prefix}:{holder or ''}", key=lambda lock: lock.path,
+            render=lambda rows: [svc.lock_summary(lock) for lock in rows]))
 
     @extend_schema(operation_id="lock_acquire", request=InputSerializer, parameters=[_RETRY_AFTER],
                    responses={201: LockOutput, **errors(400, 401, 403, 404, 423)})

@@ -62,12 +62,24 @@ def keyset_page(
     render: Callable[[Sequence[Any]], list[Any]],
 ) -> dict[str, Any]:
     """One page of `qs` ordered by the unique column `key`, resumed after the cursor's key."""
+
+    def fetch(after: Any, count: int) -> list[Any]:
+        rows = qs if after is None else qs.filter(**{f"{key}__lt" if descending else f"{key}__gt": after})
+        return list(rows.order_by(f"-{key}" if descending else key)[:count])
+
+    return keyset_fetch_page(fetch, request=request, scope=scope, key=lambda row: getattr(row, key), render=render)
+
+
+def keyset_fetch_page(
+    fetch: Callable[[Any, int], list[Any]], *, request: Any, scope: str, key: Callable[[Any], Any],
+    render: Callable[[Sequence[Any]], list[Any]],
+) -> dict[str, Any]:
+    """One page from `fetch(after, count)`, which returns up to `count` rows in the order of a
+    unique key, those after the key `after` (None: from the start); `key(row)` is a row's key."""
     limit = parse_limit(request.query_params.get("limit"))
     after = decode_cursor(scope, request.query_params.get("cursor"))
-    if after is not None:
-        qs = qs.filter(**{f"{key}__lt" if descending else f"{key}__gt": after})
-    rows = list(qs.order_by(f"-{key}" if descending else key)[: limit + 1])
+    rows = fetch(after, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
-    next_cursor = encode_cursor(scope, getattr(rows[-1], key)) if more and rows else None
+    next_cursor = encode_cursor(scope, key(rows[-1])) if more and rows else None
     return {"results": render(rows), "next": next_cursor}

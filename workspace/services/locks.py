@@ -290,6 +290,11 @@ def _load_locks(ids: Iterable[str]) -> list[Lock]:
     connection = transaction.get_connection()
     with Plain(connection) as db:
         rows = db.all(f"{_LOAD_LOCKS} WHERE l.id IN ({', '.join(['%s'] * len(ids))}) ORDER BY l.path", ids)
+    return _locks_of(connection, rows)
+
+
+def _locks_of(connection: Any, rows: list[tuple[Any, ...]]) -> list[Lock]:
+    """The `Lock`s of `_LOAD_LOCKS` rows, with their holder and on-behalf-of users cached."""
     locks = []
     width, user_width = len(_LOCK_COLUMNS), len(_HOLDER_COLUMNS)
     for row in rows:
@@ -357,8 +362,13 @@ _HOLDER, _ON_BEHALF_OF, _ENDED_BY = (Lock._meta.get_field(name) for name in ("ho
 _USER_TABLE = _HOLDER.related_model._meta.db_table
 _LOCK_COLUMNS, _HOLDER_COLUMNS, _ON_BEHALF_OF_COLUMNS = (
     Columns(Lock, "l"), Columns(_HOLDER.related_model, "h"), Columns(_ON_BEHALF_OF.related_model, "o"))
-_LOAD_LOCKS = (f"SELECT {_LOCK_COLUMNS.sql}, {_HOLDER_COLUMNS.sql}, {_ON_BEHALF_OF_COLUMNS.sql} FROM {_LOCK} l"
-               f" JOIN {_USER_TABLE} h ON h.id = l.holder_id LEFT JOIN {_USER_TABLE} o ON o.id = l.on_behalf_of_id")
+_LOAD_FROM = f"SELECT {_LOCK_COLUMNS.sql}, {_HOLDER_COLUMNS.sql}, {_ON_BEHALF_OF_COLUMNS.sql} FROM {_LOCK} l"
+_LOAD_JOINS = f" JOIN {_USER_TABLE} h ON h.id = l.holder_id LEFT JOIN {_USER_TABLE} o ON o.id = l.on_behalf_of_id"
+_LOAD_LOCKS = _LOAD_FROM + _LOAD_JOINS
+# The list reads the active locks in path order after a path. SQLite, which keeps no statistics
+# here, took the index of every grant (workspace, path, token) for that as readily as the partial
+# index of the active locks, and the history grows without end; so it is told which.
+_LIST_LOCKS_SQLITE = f"{_LOAD_FROM} INDEXED BY lock_active_path_unique{_LOAD_JOINS}"
 
 
 def _built(alias: str, values: list[Any], *, holder: Any, on_behalf_of: Any = None, ended_by: Any = None) -> Lock:
@@ -598,6 +608,32 @@ def lock_release(*, access: Access, lock_id: str) -> Lock:
     if gone is not None:
         raise gone
     return lock
+
+
+# -- listing -----------------------------------------------------------------------------------
+def lock_list(*, workspace_id: str, prefix: str = "", holder: str | None = None, after: str | None = None,
+              limit: int) -> list[Lock]:
+    """Up to `limit` of the workspace's active locks by path, after the path `after`: a lock past
+    its expiry is not listed (it is gone). `prefix`: only paths starting with it (exact and
+    case-sensitive on both databases, unlike LIKE on SQLite); `holder`: only that user's locks.
+    One plain statement on the index of active locks, in path order. (Through the ORM, a list of
+    three locks took 1.7 ms in process against 0.35 ms for the no-op request; now 0.57 ms.)"""
+    connection = transaction.get_connection()
+    with Plain(connection) as db:
+        source = _LIST_LOCKS_SQLITE if connection.vendor == "sqlite" else _LOAD_LOCKS
+        sql = f"{source} WHERE l.workspace_id = %s AND l.{_ACTIVE} AND l.expires_at > %s"
+        params: list[Any] = [workspace_id, connection.ops.adapt_datetimefield_value(db_now())]
+        if prefix:
+            sql += f" AND substr(l.path, 1, {len(prefix):d}) = %s"
+            params.append(prefix)
+        if holder:
+            sql += " AND h.username = %s"
+            params.append(holder)
+        if after is not None:
+            sql += " AND l.path > %s"
+            params.append(str(after))
+        rows = db.all(f"{sql} ORDER BY l.path LIMIT %s", [*params, limit])
+    return _locks_of(connection, rows)
 
 
 # -- expiry ------------------------------------------------------------------------------------
