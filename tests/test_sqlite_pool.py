@@ -156,6 +156,7 @@ def test_datetimes_are_adapted_exactly_as_django_does(tmp_path):
     db = wrapper(tmp_path / "times.sqlite3")
     stock = DatabaseOperations(db)
     moment = datetime(2026, 12, 7, 3, 4, 5, 678901, tzinfo=UTC)
-    for value in (moment, moment.replace(microsecond=0), moment.astimezone(timezone(timedelta(hours=5, minutes=30))),
+    for value in (moment, moment.replace(microsecond=0), moment.replace(microsecond=5), moment.replace(year=987),
+                  moment.replace(microsecond=413000), moment.astimezone(timezone(timedelta(hours=5, minutes=30))),
                   moment.replace(tzinfo=None), None):
         assert db.ops.adapt_datetimefield_value(value) == stock.adapt_datetimefield_value(value), value

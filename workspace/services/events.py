@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from switchyard.db.plain import Plain
+from switchyard.timetext import iso_z
 from workspace import hooks
 from workspace.models import Event
 
@@ -126,7 +127,7 @@ def _payload(*, seq: int, type: str, actor: Any, on_behalf_of: Any, workspace_id
         "workspace": workspace_id,
         "target": target,
         "data": data,
-        "at": at.isoformat().replace("+00:00", "Z"),
+        "at": iso_z(at),
     }
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from django.conf import settings
@@ -32,6 +32,7 @@ from django.db.models import F, Max
 
 from switchyard.db.plain import Plain
 from switchyard.db.rows import Columns, saved_instance
+from switchyard.timetext import iso_z
 from workspace.access import Access
 from workspace.errors import Conflict, Forbidden, Gone, Invalid, Locked, NotFound
 from workspace.ids import new_id
@@ -124,7 +125,7 @@ def _clean_reason(reason: Any) -> str:
 
 # -- rendering -----------------------------------------------------------------------------
 def iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value is not None else None
+    return iso_z(value) if value is not None else None
 
 
 def lock_summary(lock: Lock) -> dict[str, Any]:

@@ -50,6 +50,8 @@ from django.db.backends.sqlite3 import base
 from django.db.backends.sqlite3.operations import DatabaseOperations as _Operations
 from django.db.utils import OperationalError
 
+from switchyard.timetext import utc_text
+
 
 class _Waiter:
     __slots__ = ("since", "turn")
@@ -268,9 +270,10 @@ class DatabaseOperations(_Operations):
         """Django's, with the common case first: an aware UTC datetime on a UTC connection is
         stored as its naive text, without the generic time-zone conversion (half the cost, and
         every lock, lease and event statement passes one or two). That text is its ISO form with a
-        space, less the "+00:00" (without the copy `replace(tzinfo=None)` made first)."""
+        space, less the "+00:00" (`utc_text`: without the copy `replace(tzinfo=None)` and without
+        `isoformat`, which formats each field through sprintf)."""
         if getattr(value, "tzinfo", None) is datetime.UTC and self.connection.timezone is datetime.UTC:
-            return value.isoformat(" ")[:-6]
+            return utc_text(value, " ")
         return super().adapt_datetimefield_value(value)
 
 
