@@ -15,6 +15,8 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
+from channels.layers import get_channel_layer
+
 from switchyard.db.plain import Plain
 from switchyard.timetext import iso_z
 from workspace import hooks
@@ -148,8 +150,6 @@ def publish_to_channel_layer(group: str, message: dict[str, Any]) -> None:
     event loop per call (RQ workers and the sweeper have none), no new connection per event, and
     no Redis round trip on the request that made the change.
     """
-    from channels.layers import get_channel_layer
-
     try:
         layer = get_channel_layer()
         if layer is None:
@@ -282,9 +282,15 @@ def flush_announcements(timeout: float = 2.0) -> bool:
 
 
 def _is_pubsub_layer(layer: Any) -> bool:
-    from channels_redis.pubsub import RedisPubSubChannelLayer
+    found = _pubsub_classes.get(type(layer))
+    if found is None:
+        from channels_redis.pubsub import RedisPubSubChannelLayer
 
-    return isinstance(layer, RedisPubSubChannelLayer)
+        found = _pubsub_classes[type(layer)] = isinstance(layer, RedisPubSubChannelLayer)
+    return found
+
+
+_pubsub_classes: dict[type, bool] = {}
 
 
 def _group_channel(layer: Any, group: str) -> str:

@@ -20,6 +20,7 @@
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Iterable
@@ -84,6 +85,8 @@ def lock_path_validate(path: Any) -> str:
 
 
 def _clean_paths(paths: Any) -> list[str]:
+    if isinstance(paths, list) and len(paths) == 1:  # the common case: nothing can overlap
+        return [lock_path_validate(paths[0])]
     if not isinstance(paths, list) or not paths:
         raise Invalid("invalid_paths", "'paths' is a non-empty list of paths.")
     if len(paths) > MAX_BATCH_PATHS:
@@ -207,13 +210,22 @@ _LOCK = Lock._meta.db_table
 # path serves them only when state = 'active', and SQLite compiles a statement afresh on every
 # run when a bound parameter decides whether a partial index applies (three times the cost).
 _ACTIVE = f"state = '{Lock.State.ACTIVE.value}'"
+# The states as the rows store them, looked up once (an enum member's value is two descriptor calls).
+_STATE_ACTIVE, _STATE_RELEASED = Lock.State.ACTIVE.value, Lock.State.RELEASED.value
 _WAITER = LockWaiter._meta.db_table
 _WAITER_PATH = LockWaiterPath._meta.db_table
 
 
-def _overlap_sql(paths: list[str], column: str = "path") -> tuple[str, list[Any]]:
+def _overlap_sql(paths: list[str], column: str = "path") -> tuple[str, tuple[Any, ...]]:
     """A condition on `column` matching every lock path that may overlap one of `paths`: the
-    paths, the subtrees above them and, for a subtree, everything inside it."""
+    paths, the subtrees above them and, for a subtree, everything inside it. Every grant and
+    every write asks for its paths' condition, most often for the same few paths: the answers
+    are kept (`_overlap_sql_of`)."""
+    return _overlap_sql_of(tuple(paths), column)
+
+
+@functools.lru_cache(maxsize=4096)
+def _overlap_sql_of(paths: tuple[str, ...], column: str) -> tuple[str, tuple[Any, ...]]:
     covering = sorted({c for p in paths for c in covering_paths(p)})
     clauses = [f"{column} IN ({', '.join(['%s'] * len(covering))})"]
     params: list[Any] = list(covering)
@@ -222,7 +234,7 @@ def _overlap_sql(paths: list[str], column: str = "path") -> tuple[str, list[Any]
             # substr, not LIKE: exact and case-sensitive on both databases (SQLite's LIKE is not).
             clauses.append(f"substr({column}, 1, {len(p):d}) = %s")
             params.append(p)
-    return "(" + " OR ".join(clauses) + ")", params
+    return "(" + " OR ".join(clauses) + ")", tuple(params)
 
 
 def _scan(db: Plain, workspace_id: str, paths: list[str], *, now: datetime, ticket: int | None,
@@ -344,7 +356,7 @@ _INSERT = f"INSERT INTO {_LOCK} ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.joi
 def _insert(db: Plain, locks: list[Lock]) -> None:
     adapt = db.connection.ops.adapt_datetimefield_value
     rows = [[lock.id, lock.workspace_id, lock.path, lock.holder_id, lock.on_behalf_of_id, lock.token, lock.reason,
-             lock.ttl_seconds, adapt(lock.acquired_at), adapt(lock.expires_at), 0, Lock.State.ACTIVE.value]
+             lock.ttl_seconds, adapt(lock.acquired_at), adapt(lock.expires_at), 0, _STATE_ACTIVE]
             for lock in locks]
     if len(rows) == 1:
         db.execute(_INSERT, rows[0])
@@ -411,11 +423,12 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
     # No read-only check first: most requests are granted, and for them the statement that takes
     # the counters is the check. A refusal costs a short write transaction that writes nothing but
     # the expiries it found and, with `join`, the caller's place in the queue.
-    join = join_queue and ticket is None and not transaction.get_connection().in_atomic_block
+    conn = transaction.get_connection()  # once: each lookup goes through the connection handler
+    join = join_queue and ticket is None and not conn.in_atomic_block
     locks: list[Lock] = []
-    with transaction.atomic(), Plain() as db:
-        lock_workspace(ws_id)
-        now = db_now()
+    with transaction.atomic(), Plain(conn) as db:
+        lock_workspace(ws_id, conn)
+        now = db_now(conn)
         # A waiter's turn (`ticket`) depends on who is ahead of it: `_blocker` decides that.
         counters = _grant_counters(db, ws_id, paths, now=now) if ticket is None else None
         blocked = None if counters is not None else _blocker(db, ws_id, paths, user=user, now=now, ticket=ticket)
@@ -428,7 +441,7 @@ def lock_acquire(*, access: Access, paths: list[str], ttl_seconds: int = setting
             expires_at = now + timedelta(seconds=ttl)
             alias = db.connection.alias
             locks = [_built(alias, [new_id("lk"), ws_id, p, user.pk, on_behalf_of.pk if on_behalf_of else None,
-                                    token, reason, ttl, now, expires_at, 0, Lock.State.ACTIVE.value, None, None],
+                                    token, reason, ttl, now, expires_at, 0, _STATE_ACTIVE, None, None],
                             holder=user, on_behalf_of=on_behalf_of) for p in paths]
             _insert(db, locks)
             if ticket is not None:
@@ -563,13 +576,13 @@ def _release_own(db: Plain, workspace_id: str, lock_id: str, user: Any,
     the workspace has live waiters (to wake after commit); None when no lock was ended."""
     at = db.connection.ops.adapt_datetimefield_value(now)
     lock_id = str(lock_id)[:64]
-    row = db.one(_RELEASE_OWN, [Lock.State.RELEASED.value, at, user.pk, lock_id, workspace_id, user.pk, at,
+    row = db.one(_RELEASE_OWN, [_STATE_RELEASED, at, user.pk, lock_id, workspace_id, user.pk, at,
                                 workspace_id, at])
     if row is None:
         return None, None
     path, token, reason, ttl, acquired_at, expires_at, renewals, on_behalf_of_id, waiting = row
     lock = _built(db.connection.alias, [lock_id, workspace_id, path, user.pk, on_behalf_of_id, token, reason, ttl,
-                                        as_utc(acquired_at), as_utc(expires_at), renewals, Lock.State.RELEASED.value,
+                                        as_utc(acquired_at), as_utc(expires_at), renewals, _STATE_RELEASED,
                                         now, user.pk],
                   holder=user, on_behalf_of=getattr(user, "on_behalf_of", None), ended_by=user)
     return lock, bool(waiting)
@@ -580,9 +593,10 @@ def lock_release(*, access: Access, lock_id: str) -> Lock:
     force release). An ended lock is `410 lock_gone`."""
     ws_id, user = access.workspace_id, access.user
     gone: Gone | None = None
-    with transaction.atomic(), Plain() as db:
-        lock_workspace(ws_id)
-        now = db_now()
+    conn = transaction.get_connection()
+    with transaction.atomic(), Plain(conn) as db:
+        lock_workspace(ws_id, conn)
+        now = db_now(conn)
         lock, waiting = _release_own(db, ws_id, lock_id, user, now)
         if lock is not None:
             event_record(workspace_id=ws_id, type="lock.released", actor=user, target=lock.path,

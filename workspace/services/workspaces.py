@@ -21,16 +21,16 @@ def _require_admin(access: Access) -> None:
         raise Forbidden("forbidden", "This needs the admin role in the workspace.", required_role="admin")
 
 
-def lock_workspace(workspace_id: str) -> None:
+def lock_workspace(workspace_id: str, conn: Any = None) -> None:
     """Take the workspace row lock first in every mutating transaction.
 
     One lock order for every writer (workspace row, then anything inside it) is what keeps
     PostgreSQL free of deadlocks. On SQLite the transaction's BEGIN IMMEDIATE already holds the
     database's single write lock, so there is nothing more to take. Every write request runs
     this, hence plain SQL rather than an ORM query. Raises Workspace.DoesNotExist on PostgreSQL
-    when there is no such row.
+    when there is no such row. `conn`: the transaction's connection, if the caller has it at hand.
     """
-    conn = transaction.get_connection()
+    conn = transaction.get_connection() if conn is None else conn
     if not conn.in_atomic_block:
         raise TransactionManagementError("lock_workspace() must run inside transaction.atomic()")
     if conn.vendor == "sqlite":

@@ -281,6 +281,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     ops_class = DatabaseOperations
     _writer_turn: WriterQueue | None = None
     _identity: tuple[int, int] | None = None
+    _kept_queue: tuple[str, int, WriterQueue | None] | None = None
 
     def _pool(self) -> ConnectionPool | None:
         if self.is_in_memory_db():
@@ -302,9 +303,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
         return self.connection.cursor(factory=CursorWrapper)
 
     def _queue(self) -> WriterQueue | None:
-        if self.is_in_memory_db():
-            return None
-        return writer_queue(self.settings_dict["NAME"])
+        """This process's writer queue for the database (every write transaction asks: the answer
+        is kept on the connection for as long as the process and the database name stay)."""
+        name, pid = self.settings_dict["NAME"], os.getpid()
+        kept = self._kept_queue
+        if kept is not None and kept[0] == name and kept[1] == pid:
+            return kept[2]
+        queue = None if self.is_in_memory_db() else writer_queue(name)
+        self._kept_queue = (name, pid, queue)
+        return queue
 
     def _start_transaction_under_autocommit(self) -> None:
         queue = self._queue()
